@@ -1,0 +1,82 @@
+# pullsecret-injector: run `make help` for the targets.
+
+K8S_VERSION ?= 1.37.2
+ETCD_VERSION ?= v3.6.16
+HELM_VERSION ?= v3.22.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
+BIN := $(CURDIR)/bin
+CONTROLPLANE := $(BIN)/k8s/$(K8S_VERSION)
+HELM := $(BIN)/helm
+GOLANGCI_LINT := $(BIN)/golangci-lint
+IMG ?= ghcr.io/pullsecret-injector/pullsecret-injector:dev
+PLATFORMS ?= linux/amd64,linux/arm64
+
+export KUBEBUILDER_ASSETS := $(CONTROLPLANE)
+
+.DEFAULT_GOAL := help
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: build
+build: ## Build bin/pullsecret-injector.
+	CGO_ENABLED=0 go build -trimpath -o $(BIN)/pullsecret-injector .
+
+.PHONY: fmt
+fmt: ## Run gofmt.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: controlplane
+controlplane: $(CONTROLPLANE)/kube-apiserver ## Build etcd and kube-apiserver from source into bin/k8s (cached).
+
+$(CONTROLPLANE)/kube-apiserver $(CONTROLPLANE)/etcd: hack/build-controlplane.sh
+	K8S_VERSION=v$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/build-controlplane.sh $(CONTROLPLANE)
+
+##@ Test
+
+.PHONY: test
+test: test-unit test-e2e ## Run every test: unit and end-to-end against a real kube-apiserver.
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need no control plane.
+	go test -race -count=1 $$(go list ./... | grep -v /test/)
+
+.PHONY: test-e2e
+test-e2e: controlplane ## Run only the end-to-end tests.
+	go test -count=1 -timeout 20m ./test/...
+
+.PHONY: bench
+bench: ## Run the benchmarks (they report numbers; they never fail on timing).
+	go test -run '^$$' -bench . -benchmem ./...
+
+##@ Demo
+
+.PHONY: demo
+demo: controlplane ## Run the webhook on an embedded control plane and show a Pod get its pull secret.
+	go run ./hack/demo
+
+##@ Tools
+
+$(GOLANGCI_LINT):
+	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+$(HELM):
+	GOBIN=$(BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.PHONY: clean
+clean: ## Remove built binaries, but keep the control plane cache.
+	rm -f $(BIN)/pullsecret-injector
