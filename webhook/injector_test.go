@@ -1,0 +1,466 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-cmp/cmp"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/pullsecret-injector/pullsecret-injector/config"
+)
+
+const testConfig = `
+registries:
+  - registry: registry.example.com:5000/team-a
+    secret: {namespace: psi, name: team-a-regcred}
+  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
+    secret: {namespace: psi, name: ecr-regcred}
+    namespaceSelector: {matchLabels: {team: payments}}
+  - registry: quay.io
+    secret: {namespace: psi, name: quay-regcred}
+  - registry: docker.io
+    secret: {namespace: psi, name: hub-regcred}
+  - registry: missing.example.com
+    secret: {namespace: psi, name: missing-regcred}
+  - registry: opaque.example.com
+    secret: {namespace: psi, name: opaque-regcred}
+`
+
+var optIn = map[string]string{config.InjectLabel: config.InjectEnabled}
+
+func namespace(name string, labels map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+}
+
+func source(name string, typ corev1.SecretType) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "psi", Name: name},
+		Type:       typ,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"x":{"auth":"eDp5"}}}`)},
+	}
+}
+
+func managedCopy(ns, name string) *corev1.Secret {
+	s := source(name, corev1.SecretTypeDockerConfigJson)
+	s.Namespace = ns
+	s.Labels = map[string]string{ManagedByLabel: ManagedByValue}
+	return s
+}
+
+func sources() []client.Object {
+	return []client.Object{
+		source("team-a-regcred", corev1.SecretTypeDockerConfigJson),
+		source("ecr-regcred", corev1.SecretTypeDockerConfigJson),
+		source("quay-regcred", corev1.SecretTypeDockerConfigJson),
+		source("hub-regcred", corev1.SecretTypeDockerConfigJson),
+		source("opaque-regcred", corev1.SecretTypeOpaque),
+	}
+}
+
+// countingReader counts reads, so a test can prove the API server was not asked.
+type countingReader struct {
+	client.Reader
+	reads atomic.Int32
+}
+
+func (r *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	r.reads.Add(1)
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+// recordingWriter records creates and can fail them.
+type recordingWriter struct {
+	client.Client
+	created   []*corev1.Secret
+	createErr error
+}
+
+func (w *recordingWriter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if s, ok := obj.(*corev1.Secret); ok {
+		w.created = append(w.created, s.DeepCopy())
+	}
+	if w.createErr != nil {
+		return w.createErr
+	}
+	return w.Client.Create(ctx, obj, opts...)
+}
+
+type fixture struct {
+	injector *Injector
+	api      *countingReader
+	writer   *recordingWriter
+}
+
+// newFixture builds an injector whose cache holds cached and whose API server holds live. Creates go to the
+// API server's store.
+func newFixture(t *testing.T, cached, live []client.Object) *fixture {
+	t.Helper()
+	cfg, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	matcher, err := config.NewMatcher(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiServer := fake.NewClientBuilder().WithScheme(scheme).WithObjects(live...).Build()
+	f := &fixture{
+		api:    &countingReader{Reader: apiServer},
+		writer: &recordingWriter{Client: apiServer},
+	}
+	f.injector = &Injector{
+		Matcher:   matcher,
+		Cache:     fake.NewClientBuilder().WithScheme(scheme).WithObjects(cached...).Build(),
+		APIReader: f.api,
+		Writer:    f.writer,
+		Decoder:   admission.NewDecoder(scheme),
+	}
+	return f
+}
+
+func podRequest(t *testing.T, ns string, pod *corev1.Pod, mutate ...func(*admissionv1.AdmissionRequest)) admission.Request {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UID:       "uid",
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Namespace: ns,
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: raw},
+		DryRun:    ptr.To(false),
+	}}
+	for _, m := range mutate {
+		m(&req.AdmissionRequest)
+	}
+	return req
+}
+
+func pod(images ...string) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "web-"}}
+	for _, image := range images {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "c", Image: image})
+	}
+	return p
+}
+
+// applied applies the response's patch to the request's Pod and returns the references it ends up with.
+func applied(t *testing.T, req admission.Request, resp admission.Response) []string {
+	t.Helper()
+	if !resp.Allowed {
+		t.Fatalf("response not allowed: %+v", resp.Result)
+	}
+	raw := req.Object.Raw
+	if len(resp.Patches) > 0 {
+		ops, err := json.Marshal(resp.Patches)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := jsonpatch.DecodePatch(ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw, err = p.Apply(raw); err != nil {
+			t.Fatalf("apply patch %s: %v", ops, err)
+		}
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range got.Spec.ImagePullSecrets {
+		names = append(names, r.Name)
+	}
+	return names
+}
+
+func hasWarning(resp admission.Response, parts ...string) bool {
+	for _, w := range resp.Warnings {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(w, p)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestHandleIgnoresWhatIsNotAPodCreate(t *testing.T) {
+	for name, mutate := range map[string]func(*admissionv1.AdmissionRequest){
+		"update":                  func(r *admissionv1.AdmissionRequest) { r.Operation = admissionv1.Update },
+		"ephemeralcontainers sub": func(r *admissionv1.AdmissionRequest) { r.SubResource = "ephemeralcontainers" },
+		"other resource":          func(r *admissionv1.AdmissionRequest) { r.Resource.Resource = "deployments"; r.Resource.Group = "apps" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, nil, nil)
+			resp := f.injector.Handle(context.Background(), podRequest(t, "team", pod("quay.io/a/b"), mutate))
+			if !resp.Allowed || len(resp.Patches) != 0 {
+				t.Errorf("got allowed=%v patches=%v, want allowed without patches", resp.Allowed, resp.Patches)
+			}
+		})
+	}
+}
+
+func TestHandleRejectsMalformedRequests(t *testing.T) {
+	for name, mutate := range map[string]func(*admissionv1.AdmissionRequest){
+		"object is not json": func(r *admissionv1.AdmissionRequest) { r.Object.Raw = []byte("{not json") },
+		"object is empty":    func(r *admissionv1.AdmissionRequest) { r.Object.Raw = nil },
+		"no namespace":       func(r *admissionv1.AdmissionRequest) { r.Namespace = "" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, nil, nil)
+			resp := f.injector.Handle(context.Background(), podRequest(t, "team", pod("quay.io/a/b"), mutate))
+			if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusBadRequest {
+				t.Errorf("got %+v, want a 400 error", resp.AdmissionResponse)
+			}
+		})
+	}
+}
+
+func TestHandle(t *testing.T) {
+	labelledTeam := namespace("team", optIn)
+	payments := namespace("team", map[string]string{config.InjectLabel: config.InjectEnabled, "team": "payments"})
+	for name, tc := range map[string]struct {
+		cached, live []client.Object
+		ns           string
+		pod          *corev1.Pod
+		dryRun       bool
+		createErr    error
+		wantRefs     []string
+		wantCreated  []string
+		wantWarning  []string
+		wantAPIReads *int32 // nil: not checked
+	}{
+		"warm path answers from the cache alone": {
+			cached:       append(sources(), labelledTeam, managedCopy("team", "quay-regcred")),
+			pod:          pod("quay.io/org/app:1"),
+			wantRefs:     []string{"quay-regcred"},
+			wantAPIReads: ptr.To[int32](0),
+		},
+		"missing copy is created": {
+			cached:       append(sources(), labelledTeam),
+			live:         sources(),
+			pod:          pod("registry.example.com:5000/team-a/api"),
+			wantRefs:     []string{"team-a-regcred"},
+			wantCreated:  []string{"team/team-a-regcred"},
+			wantAPIReads: ptr.To[int32](0),
+		},
+		"namespace not opted in is left alone": {
+			cached:       append(sources(), namespace("team", nil)),
+			live:         []client.Object{namespace("team", nil)},
+			pod:          pod("quay.io/org/app"),
+			wantAPIReads: ptr.To[int32](1),
+		},
+		"namespace missing from the cache is confirmed live": {
+			cached:       sources(),
+			live:         append(sources(), labelledTeam),
+			pod:          pod("quay.io/org/app"),
+			wantRefs:     []string{"quay-regcred"},
+			wantCreated:  []string{"team/quay-regcred"},
+			wantAPIReads: ptr.To[int32](1),
+		},
+		"namespace cached without the label is confirmed live": {
+			cached:       append(sources(), namespace("team", nil)),
+			live:         append(sources(), labelledTeam),
+			pod:          pod("quay.io/org/app"),
+			wantRefs:     []string{"quay-regcred"},
+			wantCreated:  []string{"team/quay-regcred"},
+			wantAPIReads: ptr.To[int32](1),
+		},
+		"entry selector label not yet cached is confirmed live": {
+			cached:       append(sources(), labelledTeam),
+			live:         append(sources(), payments),
+			pod:          pod("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app"),
+			wantRefs:     []string{"ecr-regcred"},
+			wantCreated:  []string{"team/ecr-regcred"},
+			wantAPIReads: ptr.To[int32](1),
+		},
+		"entry selector keeps its secret out of other namespaces": {
+			cached:      append(sources(), labelledTeam),
+			live:        append(sources(), labelledTeam),
+			pod:         pod("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app", "quay.io/a/b"),
+			wantRefs:    []string{"quay-regcred"},
+			wantCreated: []string{"team/quay-regcred"},
+		},
+		"source not cached yet is read live": {
+			cached:       []client.Object{labelledTeam},
+			live:         sources(),
+			pod:          pod("quay.io/org/app"),
+			wantRefs:     []string{"quay-regcred"},
+			wantCreated:  []string{"team/quay-regcred"},
+			wantAPIReads: ptr.To[int32](1),
+		},
+		"no configured registry reads nothing": {
+			pod:          pod("ghcr.io/org/app", "registry.example.com:5000/team-b/app"),
+			wantAPIReads: ptr.To[int32](0),
+		},
+		"init, regular and ephemeral containers all count, in config order": {
+			cached: append(sources(), labelledTeam),
+			live:   sources(),
+			pod: &corev1.Pod{Spec: corev1.PodSpec{
+				InitContainers:      []corev1.Container{{Name: "i", Image: "busybox"}},
+				Containers:          []corev1.Container{{Name: "c", Image: "quay.io/x/y"}},
+				EphemeralContainers: []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "e", Image: "registry.example.com:5000/team-a/debug"}}},
+			}},
+			wantRefs:     []string{"team-a-regcred", "quay-regcred", "hub-regcred"},
+			wantCreated:  []string{"team/team-a-regcred", "team/quay-regcred", "team/hub-regcred"},
+			wantAPIReads: ptr.To[int32](0),
+		},
+		"existing references are kept and never duplicated": {
+			cached: append(sources(), labelledTeam, managedCopy("team", "quay-regcred"), managedCopy("team", "hub-regcred")),
+			pod: func() *corev1.Pod {
+				p := pod("quay.io/a/b", "nginx", "quay.io/c/d")
+				p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "mine"}, {Name: "hub-regcred"}}
+				return p
+			}(),
+			wantRefs:     []string{"mine", "hub-regcred", "quay-regcred"},
+			wantAPIReads: ptr.To[int32](0),
+		},
+		"request namespace wins over the pod's own field": {
+			cached: append(sources(), labelledTeam, namespace("elsewhere", nil)),
+			live:   sources(),
+			pod: func() *corev1.Pod {
+				p := pod("quay.io/a/b")
+				p.Namespace = "elsewhere"
+				return p
+			}(),
+			wantRefs:    []string{"quay-regcred"},
+			wantCreated: []string{"team/quay-regcred"},
+		},
+		"dry run patches the same and writes nothing": {
+			cached:   append(sources(), labelledTeam),
+			live:     sources(),
+			pod:      pod("quay.io/a/b"),
+			dryRun:   true,
+			wantRefs: []string{"quay-regcred"},
+		},
+		"dry run warns about an unmanaged secret too": {
+			cached:      append(sources(), labelledTeam),
+			live:        append(sources(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "quay-regcred"}}),
+			pod:         pod("quay.io/a/b"),
+			dryRun:      true,
+			wantRefs:    []string{"quay-regcred"},
+			wantWarning: []string{"not managed by pullsecret-injector"},
+		},
+		"concurrent create by another replica is success": {
+			cached:      append(sources(), labelledTeam),
+			live:        append(sources(), managedCopy("team", "quay-regcred")),
+			pod:         pod("quay.io/a/b"),
+			wantRefs:    []string{"quay-regcred"},
+			wantCreated: []string{"team/quay-regcred"},
+		},
+		"unmanaged secret of the same name is referenced as is, with a warning": {
+			cached:      append(sources(), labelledTeam),
+			live:        append(sources(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "quay-regcred"}}),
+			pod:         pod("quay.io/a/b"),
+			wantRefs:    []string{"quay-regcred"},
+			wantCreated: []string{"team/quay-regcred"},
+			wantWarning: []string{`secret "quay-regcred" in namespace "team" is not managed`},
+		},
+		"missing source admits the pod with a warning and no reference": {
+			cached:      append(sources(), labelledTeam),
+			live:        sources(),
+			pod:         pod("missing.example.com/app", "quay.io/a/b"),
+			wantRefs:    []string{"quay-regcred"},
+			wantCreated: []string{"team/quay-regcred"},
+			wantWarning: []string{"psi/missing-regcred", "does not exist"},
+		},
+		"source of the wrong type is referenced, not copied, with a warning": {
+			cached:      append(sources(), labelledTeam),
+			pod:         pod("opaque.example.com/app"),
+			wantRefs:    []string{"opaque-regcred"},
+			wantWarning: []string{"psi/opaque-regcred", `type "Opaque"`},
+		},
+		"failed create still references the secret, with a warning": {
+			cached:      append(sources(), labelledTeam),
+			pod:         pod("quay.io/a/b"),
+			createErr:   apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "quay-regcred", errors.New("denied")),
+			wantRefs:    []string{"quay-regcred"},
+			wantCreated: []string{"team/quay-regcred"},
+			wantWarning: []string{"cannot copy secret psi/quay-regcred", "forbidden"},
+		},
+		"unparsable image is skipped with a warning": {
+			cached:      append(sources(), labelledTeam, managedCopy("team", "quay-regcred")),
+			pod:         pod("Quay.io/UPPER/Case", "quay.io/a/b"),
+			wantRefs:    []string{"quay-regcred"},
+			wantWarning: []string{`image "Quay.io/UPPER/Case" is not a valid reference`},
+		},
+		"pod in the source namespace references the source itself": {
+			cached:   append(sources(), namespace("psi", optIn)),
+			ns:       "psi",
+			pod:      pod("quay.io/a/b"),
+			wantRefs: []string{"quay-regcred"},
+		},
+		"pod opted out by label": {
+			cached: append(sources(), labelledTeam),
+			pod: func() *corev1.Pod {
+				p := pod("quay.io/a/b")
+				p.Labels = map[string]string{config.InjectLabel: config.InjectDisabled}
+				return p
+			}(),
+			wantAPIReads: ptr.To[int32](0),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, tc.cached, tc.live)
+			f.writer.createErr = tc.createErr
+			ns := tc.ns
+			if ns == "" {
+				ns = "team"
+			}
+			req := podRequest(t, ns, tc.pod, func(r *admissionv1.AdmissionRequest) { r.DryRun = ptr.To(tc.dryRun) })
+			resp := f.injector.Handle(context.Background(), req)
+			if diff := cmp.Diff(tc.wantRefs, applied(t, req, resp)); diff != "" {
+				t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
+			}
+			var created []string
+			for _, s := range f.writer.created {
+				created = append(created, s.Namespace+"/"+s.Name)
+				if s.Labels[ManagedByLabel] != ManagedByValue || s.Annotations[SourceAnnotation] != "psi/"+s.Name {
+					t.Errorf("copy %s has labels %v annotations %v", s.Name, s.Labels, s.Annotations)
+				}
+				if s.Type != corev1.SecretTypeDockerConfigJson || len(s.Data[corev1.DockerConfigJsonKey]) == 0 {
+					t.Errorf("copy %s has type %q and data keys %d", s.Name, s.Type, len(s.Data))
+				}
+			}
+			if diff := cmp.Diff(tc.wantCreated, created); diff != "" {
+				t.Errorf("created secrets (-want +got):\n%s", diff)
+			}
+			if len(tc.wantWarning) > 0 && !hasWarning(resp, tc.wantWarning...) {
+				t.Errorf("warnings %q lack %q", resp.Warnings, tc.wantWarning)
+			}
+			if len(tc.wantWarning) == 0 && len(resp.Warnings) > 0 {
+				t.Errorf("unexpected warnings %q", resp.Warnings)
+			}
+			if tc.wantAPIReads != nil && f.api.reads.Load() != *tc.wantAPIReads {
+				t.Errorf("API server reads = %d, want %d", f.api.reads.Load(), *tc.wantAPIReads)
+			}
+		})
+	}
+}
