@@ -1,0 +1,151 @@
+// Command demo runs pullsecret-injector against an embedded kube-apiserver and etcd, shows a Pod get its
+// pull secret, and leaves everything running for kubectl until Ctrl-C.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+)
+
+const demoConfig = `# The demo's configuration: one private registry, one source secret.
+registries:
+  - registry: registry.example.com
+    secret: {namespace: pullsecret-injector, name: example-regcred}
+`
+
+func main() {
+	exit := flag.Bool("exit", false, "Stop after the demonstration instead of waiting for Ctrl-C.")
+	flag.Parse()
+	if err := run(*exit); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(exit bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	step("Starting kube-apiserver %s and etcd on 127.0.0.1", testenv.K8sVersion)
+	cp, err := testenv.StartControlPlane()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("Stopping the control plane and removing its files")
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo: stop control plane:", err)
+		}
+	}()
+	cs, err := kubernetes.NewForConfig(cp.Config)
+	if err != nil {
+		return err
+	}
+
+	step("Creating the source pull secret pullsecret-injector/example-regcred")
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pullsecret-injector"}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	source := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "example-regcred"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"registry.example.com":{"auth":"ZGVtbzpkZW1v"}}}`)},
+	}
+	if _, err := cs.CoreV1().Secrets("pullsecret-injector").Create(ctx, source, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+
+	step("Building and starting pullsecret-injector with this configuration:\n%s", indent(demoConfig))
+	binary, err := testenv.BuildBinary(cp.Dir)
+	if err != nil {
+		return err
+	}
+	wh, err := cp.StartWebhook(ctx, binary, []byte(demoConfig))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := wh.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+		}
+	}()
+	mwc := cp.MutatingWebhookConfiguration("pullsecret-injector", wh.Port, &metav1.LabelSelector{
+		MatchLabels: map[string]string{"pullsecret-injector.io/inject": "enabled"},
+	})
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+
+	step("Creating namespace demo, labelled pullsecret-injector.io/inject=enabled")
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"pullsecret-injector.io/inject": "enabled"}}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if err := testenv.WaitForMutation(ctx, cs, "demo", "registry.example.com/team/app:1.0", "example-regcred"); err != nil {
+		return err
+	}
+
+	step("Creating Pod demo/app with image registry.example.com/team/app:1.0 and no imagePullSecrets")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "app"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/team/app:1.0"}}},
+	}
+	if _, err := cs.CoreV1().Pods("demo").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	stored, err := cs.CoreV1().Pods("demo").Get(ctx, "app", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Println("The stored Pod's spec.imagePullSecrets:")
+	for _, ref := range stored.Spec.ImagePullSecrets {
+		fmt.Printf("  - name: %s\n", ref.Name)
+	}
+	copied, err := cs.CoreV1().Secrets("demo").Get(ctx, "example-regcred", metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("read the copied secret: %w", err)
+	}
+	fmt.Println("The copied Secret demo/example-regcred (data sizes only; the demo prints no secret data):")
+	fmt.Printf("  type: %s\n  labels: %v\n  annotations: %v\n", copied.Type, copied.Labels, copied.Annotations)
+	keys := make([]string, 0, len(copied.Data))
+	for k := range copied.Data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Printf("  data[%s]: %d bytes\n", k, len(copied.Data[k]))
+	}
+
+	if exit {
+		return nil
+	}
+	step("Running. Try it yourself:")
+	fmt.Printf("  export KUBECONFIG=%s\n", cp.Kubeconfig)
+	fmt.Println("  kubectl create namespace shop && kubectl label namespace shop pullsecret-injector.io/inject=enabled")
+	fmt.Println("  kubectl -n shop run web --image=registry.example.com/shop/web:2")
+	fmt.Println("  kubectl -n shop get pod web -o jsonpath='{.spec.imagePullSecrets}'")
+	fmt.Printf("  (the webhook's log: %s)\n", wh.LogPath)
+	fmt.Println("Press Ctrl-C to stop and clean up.")
+	<-ctx.Done()
+	return nil
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("\n==> "+format+"\n", args...)
+}
+
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n    ")
+}

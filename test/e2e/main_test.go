@@ -1,0 +1,210 @@
+// Package e2e runs the pullsecret-injector binary against a real kube-apiserver and etcd and checks what
+// the API server persists.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+)
+
+const (
+	sourceNamespace = "pullsecret-injector"
+	webhookName     = "pullsecret-injector-e2e"
+)
+
+// e2eConfig maps one registry to each behaviour under test.
+const e2eConfig = `
+registries:
+  - registry: registry.example.com:5000/team-a
+    secret: {namespace: pullsecret-injector, name: team-a-regcred}
+  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
+    secret: {namespace: pullsecret-injector, name: ecr-regcred}
+    namespaceSelector: {matchLabels: {team: payments}}
+  - registry: docker.io/myorg
+    secret: {namespace: pullsecret-injector, name: hub-regcred}
+  - registry: quay.io
+    secret: {namespace: pullsecret-injector, name: quay-regcred}
+  - registry: missing.example.com
+    secret: {namespace: pullsecret-injector, name: missing-regcred}
+  - registry: conflict.example.com
+    secret: {namespace: pullsecret-injector, name: conflict-regcred}
+  - registry: opaque.example.com
+    secret: {namespace: pullsecret-injector, name: opaque-regcred}
+`
+
+var (
+	cp      *testenv.ControlPlane
+	webhook *testenv.Webhook
+	// admin is a client whose warnings are dropped; use newClient to see them.
+	admin kubernetes.Interface
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx := context.Background()
+	var err error
+	cp, err = testenv.StartControlPlane()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop control plane:", err)
+		}
+	}()
+	admin, _ = newClient(nil)
+
+	if err := createSources(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	binary, err := testenv.BuildBinary(cp.Dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	webhook, err = cp.StartWebhook(ctx, binary, []byte(e2eConfig))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// The webhook server stops before the control plane (deferred calls run last-in first-out).
+	defer func() {
+		if err := webhook.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
+
+	// No opt-in label in the registration's selector: the handler's own namespace check is what keeps
+	// unlabelled namespaces untouched here, as it must when someone registers the webhook by hand.
+	mwc := cp.MutatingWebhookConfiguration(webhookName, webhook.Port, &metav1.LabelSelector{
+		MatchExpressions: []metav1.LabelSelectorRequirement{{
+			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
+			Values: []string{"kube-system", sourceNamespace},
+		}},
+	})
+	if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
+		fmt.Fprintln(os.Stderr, "register webhook:", err)
+		return 1
+	}
+	probe := "e2e-probe"
+	if err := createNamespace(ctx, probe, optIn()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := testenv.WaitForMutation(ctx, admin, probe, "quay.io/probe/app", "quay-regcred"); err != nil {
+		fmt.Fprintln(os.Stderr, err, "\n--- webhook log ---\n", webhook.Log())
+		return 1
+	}
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "--- webhook log (%s) ---\n%s\n", webhook.LogPath, tail(webhook.Log(), 200))
+	}
+	return code
+}
+
+// dockerConfig returns a dockerconfigjson payload; the credentials are fake, the tests compare bytes.
+func dockerConfig(registry string) []byte {
+	return []byte(fmt.Sprintf(`{"auths":{%q:{"auth":"dXNlcjpwYXNz"}}}`, registry))
+}
+
+func createSources(ctx context.Context) error {
+	if err := createNamespace(ctx, sourceNamespace, nil); err != nil {
+		return err
+	}
+	sources := []*corev1.Secret{
+		pullSecret("team-a-regcred", "registry.example.com:5000"),
+		pullSecret("ecr-regcred", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+		pullSecret("hub-regcred", "https://index.docker.io/v1/"),
+		pullSecret("quay-regcred", "quay.io"),
+		pullSecret("conflict-regcred", "conflict.example.com"),
+		{
+			ObjectMeta: metav1.ObjectMeta{Name: "opaque-regcred"},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       map[string][]byte{"token": []byte("not-a-docker-config")},
+		},
+	}
+	for _, s := range sources {
+		if _, err := admin.CoreV1().Secrets(sourceNamespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create source secret %q: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+func pullSecret(name, registry string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig(registry)},
+	}
+}
+
+func optIn() map[string]string {
+	return map[string]string{"pullsecret-injector.io/inject": "enabled"}
+}
+
+func createNamespace(ctx context.Context, name string, labels map[string]string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create namespace %q: %w", name, err)
+	}
+	return nil
+}
+
+// warnings collects the admission warnings the API server returns to a client.
+type warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (w *warnings) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = append(w.list, text)
+}
+
+func (w *warnings) get() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.list...)
+}
+
+// newClient returns an admin client; its warnings go to w when w is not nil, and are dropped otherwise.
+func newClient(w *warnings) (kubernetes.Interface, error) {
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.QPS, cfg.Burst = 200, 400
+	if w != nil {
+		cfg.WarningHandlerWithContext = w
+	} else {
+		cfg.WarningHandlerWithContext = rest.NoWarnings{}
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+func tail(s string, lines int) string {
+	n := 0
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			n++
+			if n == lines {
+				return s[i+1:]
+			}
+		}
+	}
+	return s
+}

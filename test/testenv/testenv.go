@@ -1,0 +1,329 @@
+// Package testenv runs a real kube-apiserver and etcd (through controller-runtime's envtest, from the
+// binaries hack/build-controlplane.sh builds) and the pullsecret-injector binary against them. The e2e
+// tests and the demo share it.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// K8sVersion is the version of the control plane binaries the tests run against.
+const K8sVersion = "1.37.2"
+
+// RepoRoot returns the root of the source tree this package was compiled from.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// AssetsDir returns the directory holding etcd and kube-apiserver: KUBEBUILDER_ASSETS when set, otherwise
+// the cache hack/build-controlplane.sh writes.
+func AssetsDir() (string, error) {
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(), "bin", "k8s", K8sVersion)
+	}
+	for _, b := range []string{"etcd", "kube-apiserver"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return "", fmt.Errorf("find control plane binary %q in %s (run `make controlplane` or set KUBEBUILDER_ASSETS): %w", b, dir, err)
+		}
+	}
+	return dir, nil
+}
+
+// ControlPlane is a running kube-apiserver and etcd on loopback.
+type ControlPlane struct {
+	Env *envtest.Environment
+	// Config is an admin (system:masters) client configuration.
+	Config *rest.Config
+	// Kubeconfig is the path of an admin kubeconfig file for the binary and for kubectl.
+	Kubeconfig string
+	// CertDir holds tls.crt and tls.key valid for 127.0.0.1 and localhost, and CAData trusts them.
+	CertDir string
+	CAData  []byte
+	// Dir is a scratch directory removed by Stop.
+	Dir string
+}
+
+// StartControlPlane starts etcd and kube-apiserver.
+func StartControlPlane() (*ControlPlane, error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "pullsecret-injector-test-")
+	if err != nil {
+		return nil, fmt.Errorf("create scratch directory: %w", err)
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		// No webhooks are installed here (the tests register their own once the binary serves), but this
+		// makes envtest generate a serving certificate for loopback.
+		WebhookInstallOptions: envtest.WebhookInstallOptions{LocalServingHost: "127.0.0.1"},
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start control plane from %s: %w", assets, err)
+	}
+	cp := &ControlPlane{Env: env, Config: cfg, Dir: dir,
+		CertDir: env.WebhookInstallOptions.LocalServingCertDir, CAData: env.WebhookInstallOptions.LocalServingCAData}
+	user, err := env.AddUser(envtest.User{Name: "pullsecret-injector-admin", Groups: []string{"system:masters"}}, nil)
+	if err == nil {
+		var kc []byte
+		if kc, err = user.KubeConfig(); err == nil {
+			cp.Kubeconfig = filepath.Join(dir, "kubeconfig")
+			err = os.WriteFile(cp.Kubeconfig, kc, 0o600)
+		}
+	}
+	if err != nil {
+		_ = cp.Stop()
+		return nil, fmt.Errorf("write admin kubeconfig: %w", err)
+	}
+	return cp, nil
+}
+
+// Stop stops the control plane and removes its files.
+func (cp *ControlPlane) Stop() error {
+	err := cp.Env.Stop()
+	if rmErr := os.RemoveAll(cp.Dir); err == nil {
+		err = rmErr
+	}
+	return err
+}
+
+// BuildBinary builds the pullsecret-injector binary into dir with the same command as `make build`.
+func BuildBinary(dir string) (string, error) {
+	out := filepath.Join(dir, "pullsecret-injector")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build pullsecret-injector: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+// Webhook is a running pullsecret-injector process.
+type Webhook struct {
+	// Port is the webhook server's port on 127.0.0.1.
+	Port int
+	// ProbeAddr serves /healthz and /readyz.
+	ProbeAddr string
+	// LogPath is the file the process writes its output to.
+	LogPath string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+// StartWebhook writes configYAML to a file and runs binary with it against the control plane, serving the
+// control plane's loopback certificate. Extra flags are appended. It returns once /readyz answers 200.
+func (cp *ControlPlane) StartWebhook(ctx context.Context, binary string, configYAML []byte, extraArgs ...string) (*Webhook, error) {
+	f, err := os.CreateTemp(cp.Dir, "config-*.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("create config file: %w", err)
+	}
+	if _, err := f.Write(configYAML); err != nil {
+		return nil, fmt.Errorf("write config file: %w", err)
+	}
+	_ = f.Close()
+	ports, err := FreePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	w := &Webhook{Port: ports[0], ProbeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])), done: make(chan struct{})}
+	logFile, err := os.CreateTemp(cp.Dir, "webhook-*.log")
+	if err != nil {
+		return nil, fmt.Errorf("create log file: %w", err)
+	}
+	w.LogPath = logFile.Name()
+	args := append([]string{
+		"--config", f.Name(),
+		"--kubeconfig", cp.Kubeconfig,
+		"--cert-dir", cp.CertDir,
+		"--webhook-host", "127.0.0.1",
+		"--webhook-port", strconv.Itoa(w.Port),
+		"--metrics-bind-address", "0",
+		"--health-probe-bind-address", w.ProbeAddr,
+		"--zap-log-level", "debug",
+	}, extraArgs...)
+	w.cmd = exec.Command(binary, args...)
+	w.cmd.Stdout, w.cmd.Stderr = logFile, logFile
+	// Its own process group, so that nothing it starts outlives the test.
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := w.cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", binary, err)
+	}
+	go func() {
+		err := w.cmd.Wait()
+		_ = logFile.Close()
+		w.mu.Lock()
+		w.err = err
+		w.mu.Unlock()
+		close(w.done)
+	}()
+	if err := w.WaitReady(ctx, time.Minute); err != nil {
+		_ = w.Stop()
+		return nil, fmt.Errorf("%w\n--- webhook log ---\n%s", err, w.Log())
+	}
+	return w, nil
+}
+
+// WaitReady polls /readyz until it answers 200, the process exits, or timeout passes.
+func (w *Webhook) WaitReady(ctx context.Context, timeout time.Duration) error {
+	url := "http://" + w.ProbeAddr + "/readyz"
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-w.done:
+			return false, fmt.Errorf("pullsecret-injector exited before it was ready: %v", w.exitErr())
+		default:
+		}
+		return Ready(ctx, url), nil
+	})
+}
+
+// Ready reports whether a GET of url answers 200.
+func Ready(ctx context.Context, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (w *Webhook) exitErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Log returns what the process has written so far.
+func (w *Webhook) Log() string {
+	b, err := os.ReadFile(w.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", w.LogPath, err)
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// Stop sends SIGTERM, waits for a graceful exit, and kills the process group after 15 seconds.
+func (w *Webhook) Stop() error {
+	select {
+	case <-w.done:
+		return nil
+	default:
+	}
+	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-w.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
+		<-w.done
+		return fmt.Errorf("pullsecret-injector did not stop on SIGTERM within 15s")
+	}
+	return nil
+}
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1.
+func FreePorts(n int) ([]int, error) {
+	var ports []int
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// MutatingWebhookConfiguration returns the registration the chart makes, pointed at a webhook on
+// 127.0.0.1:port that serves the control plane's loopback certificate. namespaceSelector may be nil.
+func (cp *ControlPlane) MutatingWebhookConfiguration(name string, port int, namespaceSelector *metav1.LabelSelector) *admissionregistrationv1.MutatingWebhookConfiguration {
+	url := fmt.Sprintf("https://127.0.0.1:%d/mutate-v1-pod", port)
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "pods.pullsecret-injector.io",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: cp.CAData},
+			AdmissionReviewVersions: []string{"v1"},
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
+			TimeoutSeconds:          ptr.To[int32](10),
+			NamespaceSelector:       namespaceSelector,
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"},
+					Scope: ptr.To(admissionregistrationv1.NamespacedScope),
+				},
+			}},
+		}},
+	}
+}
+
+// WaitForMutation creates dry-run Pods with image in namespace until the API server has picked up the
+// webhook registration and the returned Pod references secret.
+func WaitForMutation(ctx context.Context, cs kubernetes.Interface, namespace, image, secret string) error {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: image}}},
+	}
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		for _, ref := range got.Spec.ImagePullSecrets {
+			if ref.Name == secret {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for the webhook to mutate pods in %q (last error: %v): %w", namespace, last, err)
+	}
+	return nil
+}
