@@ -109,7 +109,7 @@ type fixture struct {
 
 // newFixture builds an injector whose cache holds cached and whose API server holds live. Creates go to the
 // API server's store.
-func newFixture(t *testing.T, cached, live []client.Object) *fixture {
+func newFixture(t testing.TB, cached, live []client.Object) *fixture {
 	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig))
 	if err != nil {
@@ -138,7 +138,7 @@ func newFixture(t *testing.T, cached, live []client.Object) *fixture {
 	return f
 }
 
-func podRequest(t *testing.T, ns string, pod *corev1.Pod, mutate ...func(*admissionv1.AdmissionRequest)) admission.Request {
+func podRequest(t testing.TB, ns string, pod *corev1.Pod, mutate ...func(*admissionv1.AdmissionRequest)) admission.Request {
 	t.Helper()
 	raw, err := json.Marshal(pod)
 	if err != nil {
