@@ -16,6 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/pullsecret-injector/pullsecret-injector/certs"
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
@@ -28,6 +29,7 @@ type options struct {
 	metricsAddr string
 	probeAddr   string
 	enableHTTP2 bool
+	certs       certs.Options
 	zap         zap.Options
 }
 
@@ -37,11 +39,12 @@ func main() {
 	fs.StringVar(&o.configPath, "config", config.DefaultPath, "Path of the YAML configuration file.")
 	fs.StringVar(&o.webhookHost, "webhook-host", "", "Address the webhook server listens on (empty: all addresses).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
-	fs.StringVar(&o.certDir, "cert-dir", "", "Directory holding tls.crt and tls.key for the webhook server.")
+	fs.StringVar(&o.certDir, "cert-dir", "", "External certificate mode: directory holding tls.crt and tls.key for the webhook server, reloaded when they change.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
 		"Serve the webhook over HTTP/2. Off by default because of the HTTP/2 rapid reset attack (CVE-2023-44487).")
+	o.certs.BindFlags(fs)
 	o.zap.BindFlags(fs)
 	flag.Parse()
 
@@ -55,6 +58,11 @@ func run(ctx context.Context, o options) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	log := ctrl.Log.WithName("setup")
 
+	o.certs.CertDir = o.certDir
+	certProvider, err := certs.New(o.certs)
+	if err != nil {
+		return err
+	}
 	cfg, err := config.Load(o.configPath)
 	if err != nil {
 		return err
@@ -72,7 +80,7 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
 
-	tlsOpts := []func(*tls.Config){func(c *tls.Config) {
+	tlsOpts := []func(*tls.Config){certProvider.TLSOpt, func(c *tls.Config) {
 		c.MinVersion = tls.VersionTLS12
 		if !o.enableHTTP2 {
 			c.NextProtos = []string{"http/1.1"}
@@ -97,6 +105,9 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("add health check: %w", err)
 	}
 	if err := webhook.SetupWithManager(ctx, mgr, matcher); err != nil {
+		return err
+	}
+	if err := certProvider.SetupWithManager(mgr); err != nil {
 		return err
 	}
 

@@ -6,6 +6,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -141,8 +142,23 @@ type Webhook struct {
 }
 
 // StartWebhook writes configYAML to a file and runs binary with it against the control plane, serving the
-// control plane's loopback certificate. Extra flags are appended. It returns once /readyz answers 200.
+// control plane's loopback certificate. Extra flags are appended (a later flag wins). It returns once
+// /readyz answers 200.
 func (cp *ControlPlane) StartWebhook(ctx context.Context, binary string, configYAML []byte, extraArgs ...string) (*Webhook, error) {
+	w, err := cp.StartWebhookNoWait(binary, configYAML, extraArgs...)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.WaitReady(ctx, time.Minute); err != nil {
+		_ = w.Stop()
+		return nil, fmt.Errorf("%w\n--- webhook log ---\n%s", err, w.Log())
+	}
+	return w, nil
+}
+
+// StartWebhookNoWait is StartWebhook without the wait for /readyz, for a process expected to stay unready
+// for a while, or several processes started at the same moment. Call WaitReady when it should be ready.
+func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, extraArgs ...string) (*Webhook, error) {
 	f, err := os.CreateTemp(cp.Dir, "config-*.yaml")
 	if err != nil {
 		return nil, fmt.Errorf("create config file: %w", err)
@@ -187,10 +203,6 @@ func (cp *ControlPlane) StartWebhook(ctx context.Context, binary string, configY
 		w.mu.Unlock()
 		close(w.done)
 	}()
-	if err := w.WaitReady(ctx, time.Minute); err != nil {
-		_ = w.Stop()
-		return nil, fmt.Errorf("%w\n--- webhook log ---\n%s", err, w.Log())
-	}
 	return w, nil
 }
 
@@ -200,7 +212,7 @@ func (w *Webhook) WaitReady(ctx context.Context, timeout time.Duration) error {
 	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		select {
 		case <-w.done:
-			return false, fmt.Errorf("pullsecret-injector exited before it was ready: %v", w.exitErr())
+			return false, fmt.Errorf("pullsecret-injector exited before it was ready: %w", errors.Join(errors.New("process exited"), w.exitErr()))
 		default:
 		}
 		return Ready(ctx, url), nil
@@ -323,7 +335,7 @@ func WaitForMutation(ctx context.Context, cs kubernetes.Interface, namespace, im
 		return false, nil
 	})
 	if err != nil {
-		return fmt.Errorf("wait for the webhook to mutate pods in %q (last error: %v): %w", namespace, last, err)
+		return fmt.Errorf("wait for the webhook to mutate pods in %q: %w", namespace, errors.Join(err, last))
 	}
 	return nil
 }
