@@ -14,6 +14,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 const managedSelector = "app.kubernetes.io/managed-by=pullsecret-injector"
@@ -62,7 +64,7 @@ func refNames(pod *corev1.Pod) []string {
 func createPod(t *testing.T, namespace string, pod *corev1.Pod) (*corev1.Pod, []string) {
 	t.Helper()
 	ctx := context.Background()
-	var w warnings
+	var w testenv.Warnings
 	cs, err := newClient(&w)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +77,7 @@ func createPod(t *testing.T, namespace string, pod *corev1.Pod) (*corev1.Pod, []
 	if err != nil {
 		t.Fatalf("read back pod: %v", err)
 	}
-	return stored, w.get()
+	return stored, w.List()
 }
 
 func managedCopies(t *testing.T, namespace string) []corev1.Secret {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -166,26 +165,8 @@ func createNamespace(ctx context.Context, name string, labels map[string]string)
 	return nil
 }
 
-// warnings collects the admission warnings the API server returns to a client.
-type warnings struct {
-	mu   sync.Mutex
-	list []string
-}
-
-func (w *warnings) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.list = append(w.list, text)
-}
-
-func (w *warnings) get() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.list...)
-}
-
 // newClient returns an admin client; its warnings go to w when w is not nil, and are dropped otherwise.
-func newClient(w *warnings) (kubernetes.Interface, error) {
+func newClient(w *testenv.Warnings) (kubernetes.Interface, error) {
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.QPS, cfg.Burst = 200, 400
 	if w != nil {

@@ -339,3 +339,24 @@ func WaitForMutation(ctx context.Context, cs kubernetes.Interface, namespace, im
 	}
 	return nil
 }
+
+// Warnings collects the warnings the API server returns to a client: set it as a rest.Config's
+// WarningHandlerWithContext.
+type Warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+// HandleWarningHeaderWithContext implements rest.WarningHandlerWithContext.
+func (w *Warnings) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = append(w.list, text)
+}
+
+// List returns the warnings received so far.
+func (w *Warnings) List() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.list...)
+}
