@@ -11,6 +11,8 @@ HELM := $(BIN)/helm
 GOLANGCI_LINT := $(BIN)/golangci-lint
 IMG ?= ghcr.io/pullsecret-injector/pullsecret-injector:dev
 PLATFORMS ?= linux/amd64,linux/arm64
+# docker-buildx pushes: a multi-platform image cannot be loaded into the local engine.
+BUILDX_FLAGS ?= --push
 
 export KUBEBUILDER_ASSETS := $(CONTROLPLANE)
 
@@ -56,12 +58,26 @@ test-unit: ## Run the tests that need no control plane.
 	go test -race -count=1 $$(go list ./... | grep -v /test/)
 
 .PHONY: test-e2e
-test-e2e: controlplane ## Run only the end-to-end tests.
-	go test -count=1 -timeout 20m ./test/...
+test-e2e: controlplane $(HELM) ## Run only the end-to-end tests (test/chart drives the helm binary).
+	HELM=$(HELM) go test -count=1 -timeout 20m ./test/...
 
 .PHONY: bench
-bench: ## Run the benchmarks (they report numbers; they never fail on timing).
+bench: controlplane ## Run the benchmarks (they report numbers; they never fail on timing).
 	go test -run '^$$' -bench . -benchmem ./...
+
+##@ Ship
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint the Helm chart (strict: warnings fail).
+	$(HELM) lint --strict charts/pullsecret-injector
+
+.PHONY: docker-build
+docker-build: ## Build the container image IMG for this machine's platform.
+	docker build -t $(IMG) .
+
+.PHONY: docker-buildx
+docker-buildx: ## Build the container image IMG for every platform in PLATFORMS and push it.
+	docker buildx build --platform $(PLATFORMS) -t $(IMG) $(BUILDX_FLAGS) .
 
 ##@ Demo
 
@@ -73,6 +89,9 @@ demo: controlplane ## Run the webhook on an embedded control plane and show a Po
 
 $(GOLANGCI_LINT):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+.PHONY: helm
+helm: $(HELM) ## Build the pinned helm into bin/ (the chart tests and helm-lint use it).
 
 $(HELM):
 	GOBIN=$(BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)

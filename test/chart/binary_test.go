@@ -1,0 +1,544 @@
+package chart
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+)
+
+const (
+	// driveNamespace is the release namespace of the chart the binary runs from.
+	driveNamespace = "psi-system"
+	// driveImage is an image of the configured registry, and driveSecret its pull secret.
+	driveImage  = "registry.chart.test:5000/team/app:1.0"
+	driveSecret = "team-regcred"
+	// certSecret is the self-mode certificate Secret of the release.
+	certSecret = fullname + "-cert"
+)
+
+// driveValues configure one registry, and a serving certificate that is also valid for 127.0.0.1, where
+// the API server reaches the binary in this test.
+const driveValues = `
+registries:
+  - registry: registry.chart.test:5000/team
+    secret: {name: team-regcred}
+certs:
+  extraSANs: ["127.0.0.1"]
+`
+
+// managedByLabel marks the Secrets the webhook created.
+const managedByLabel = "app.kubernetes.io/managed-by"
+
+// TestRenderedChartDrivesBinary applies what the chart renders (RBAC, ConfigMap, webhook registration),
+// points the registration's clientConfig at a local port instead of the Service, and runs the binary there
+// with the rendered Deployment's arguments and the rendered configuration, as the chart's ServiceAccount
+// (every request impersonates it, so the rendered RBAC is all it has). The binary then creates its
+// certificate, injects the CA into the registration, and serves Pods the API server sends it. Afterwards
+// it checks what that identity must not be able to do and that the binary's log has no Forbidden error,
+// then stops the binary to show which Pods the registration never sends to it.
+func TestRenderedChartDrivesBinary(t *testing.T) {
+	ctx := context.Background()
+	optIn := map[string]string{"pullsecret-injector.io/inject": "enabled"}
+	// The release namespace carries the opt-in label too: the exclusion, not a missing label, keeps it out.
+	ensureNamespace(t, driveNamespace, optIn)
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ports[0]
+
+	objs := render(t, release, driveNamespace, driveValues)
+	var args []string
+	var configYAML string
+	for _, obj := range objs {
+		switch obj.GetKind() {
+		case "MutatingWebhookConfiguration":
+			webhooks, _ := obj.Object["webhooks"].([]any)
+			for _, w := range webhooks {
+				w.(map[string]any)["clientConfig"] = map[string]any{"url": fmt.Sprintf("https://127.0.0.1:%d/mutate-v1-pod", port)}
+			}
+			// With failurePolicy Fail and no binary behind it, the registration would refuse every later
+			// test's Pods in opted-in namespaces.
+			t.Cleanup(func() {
+				if err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), obj.GetName(), metav1.DeleteOptions{}); err != nil {
+					t.Errorf("delete webhook configuration: %v", err)
+				}
+			})
+		case "Deployment":
+			args = container(t, one[appsv1.Deployment](t, objs, "Deployment")).Args
+		case "ConfigMap":
+			configYAML = one[corev1.ConfigMap](t, objs, "ConfigMap").Data["config.yaml"]
+		}
+		if err := apply(ctx, obj, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.CoreV1().Secrets(driveNamespace).Create(ctx, pullSecret(driveSecret, "registry.chart.test:5000"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	sa := testenv.ServiceAccountUser(driveNamespace, fullname)
+	kubeconfig, err := cp.ImpersonatingKubeconfig(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rendered arguments, less those that name in-cluster paths and ports, which StartWebhook sets for
+	// this machine.
+	var local []string
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		switch name {
+		case "config", "webhook-port", "health-probe-bind-address", "metrics-bind-address":
+			continue
+		}
+		local = append(local, a)
+	}
+	local = append(local, "--kubeconfig="+kubeconfig, fmt.Sprintf("--webhook-port=%d", port), "--zap-log-level=debug")
+	// StartWebhook returns once /readyz passes, which in self mode needs the certificate Secret written
+	// and the CA in the registration's caBundle: the certificate flow runs with the rendered RBAC.
+	w, err := cp.StartWebhook(ctx, binary, []byte(configYAML), local...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	defer func() {
+		if t.Failed() {
+			t.Logf("binary args: %v\n--- webhook log ---\n%s", local, w.Log())
+		}
+	}()
+
+	ensureNamespace(t, "team-a", optIn)
+	if err := testenv.WaitForMutation(ctx, admin, "team-a", driveImage, driveSecret); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("Pod in an opted-in namespace gets the secret, copied", func(t *testing.T) {
+		pod, _ := createPod(t, "team-a", newPod("app"))
+		if diff := cmp.Diff([]string{driveSecret}, refNames(pod)); diff != "" {
+			t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
+		}
+		source, err := admin.CoreV1().Secrets(driveNamespace).Get(ctx, driveSecret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		copied, err := admin.CoreV1().Secrets("team-a").Get(ctx, driveSecret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("copy not created: %v", err)
+		}
+		if copied.Type != source.Type || !maps.EqualFunc(copied.Data, source.Data, bytes.Equal) || copied.Labels[managedByLabel] != "pullsecret-injector" {
+			t.Errorf("copy has type %q, labels %v, same data %v; want the source's type and data, managed by pullsecret-injector",
+				copied.Type, copied.Labels, maps.EqualFunc(copied.Data, source.Data, bytes.Equal))
+		}
+	})
+
+	for _, tc := range notSent {
+		t.Run(tc.name+": not mutated", func(t *testing.T) {
+			labelNamespace(t, tc.namespace, optIn)
+			pod := newPod("not-sent")
+			pod.Labels = tc.podLabels
+			got, _ := createPod(t, tc.namespace, pod)
+			if refs := refNames(got); len(refs) != 0 {
+				t.Errorf("imagePullSecrets = %v, want none", refs)
+			}
+		})
+	}
+
+	t.Run("Pod in a namespace that did not opt in is left alone", func(t *testing.T) {
+		ensureNamespace(t, "team-none", nil)
+		got, _ := createPod(t, "team-none", newPod("not-opted-in"))
+		if refs := refNames(got); len(refs) != 0 {
+			t.Errorf("imagePullSecrets = %v, want none", refs)
+		}
+		if _, err := admin.CoreV1().Secrets("team-none").Get(ctx, driveSecret, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("get copy in a namespace that did not opt in: %v, want NotFound", err)
+		}
+	})
+
+	t.Run("dry run is patched and writes nothing", func(t *testing.T) {
+		ensureNamespace(t, "team-b", optIn)
+		got, err := admin.CoreV1().Pods("team-b").Create(ctx, newPod("dry"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{driveSecret}, refNames(got)); diff != "" {
+			t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
+		}
+		if _, err := admin.CoreV1().Secrets("team-b").Get(ctx, driveSecret, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("get copy after a dry run: %v, want NotFound", err)
+		}
+	})
+
+	t.Run("Secret of the same name made by someone else is referenced unchanged, with a warning", func(t *testing.T) {
+		ensureNamespace(t, "team-c", optIn)
+		theirs := pullSecret(driveSecret, "elsewhere.example.com")
+		before, err := admin.CoreV1().Secrets("team-c").Create(ctx, theirs, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod, warnings := createPod(t, "team-c", newPod("theirs"))
+		if diff := cmp.Diff([]string{driveSecret}, refNames(pod)); diff != "" {
+			t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
+		}
+		if !strings.Contains(strings.Join(warnings, "\n"), "not managed by pullsecret-injector") {
+			t.Errorf("warnings %q do not say the Secret is not managed by pullsecret-injector", warnings)
+		}
+		after, err := admin.CoreV1().Secrets("team-c").Get(ctx, driveSecret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.ResourceVersion != before.ResourceVersion {
+			t.Errorf("their Secret was modified: resourceVersion %s -> %s", before.ResourceVersion, after.ResourceVersion)
+		}
+	})
+
+	t.Run("self-mode certificate Secret and caBundle", func(t *testing.T) {
+		s, err := admin.CoreV1().Secrets(driveNamespace).Get(ctx, certSecret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("certificate Secret: %v", err)
+		}
+		mwc, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, fullname, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Type != corev1.SecretTypeTLS || len(s.Data["ca.crt"]) == 0 || !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, s.Data["ca.crt"]) {
+			t.Errorf("certificate Secret of type %q; caBundle equal to its ca.crt: %v",
+				s.Type, bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, s.Data["ca.crt"]))
+		}
+	})
+
+	t.Run("the ServiceAccount cannot change what it does not own", func(t *testing.T) {
+		checkCannot(ctx, t, sa)
+	})
+
+	t.Run("resourceNames authorize the watches of the certificate Secret and the registration alone", func(t *testing.T) {
+		checkResourceNames(ctx, t, sa)
+	})
+
+	t.Run("documented limitation: the ServiceAccount can read every Secret", func(t *testing.T) {
+		// The copies' cache lists Secrets cluster-wide by label, which RBAC cannot express; README says so.
+		// If this fails, the ClusterRole was narrowed: update README's RBAC section.
+		allowed := accessReview(ctx, t, sa, authorizationv1.ResourceAttributes{Namespace: "team-none", Verb: "list", Resource: "secrets"})
+		if !allowed {
+			t.Error("the ServiceAccount cannot list Secrets in a namespace that did not opt in, but the README says it can")
+		}
+	})
+
+	// Everything above ran the binary through its copy, inject and certificate paths.
+	t.Run("no Forbidden error in the binary's log", func(t *testing.T) {
+		for _, line := range strings.Split(w.Log(), "\n") {
+			if strings.Contains(strings.ToLower(line), "forbidden") {
+				t.Errorf("the binary was refused something its ServiceAccount needs: %s", line)
+			}
+		}
+	})
+
+	// With the binary stopped every call to the webhook fails, and failurePolicy Fail refuses the Pod: a
+	// Pod admitted now was never sent to the webhook. This is what keeps a webhook that is down from blocking
+	// its own rollout and the control plane's Pods.
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("webhook down: a Pod in an opted-in namespace is refused", func(t *testing.T) {
+		_, err := admin.CoreV1().Pods("team-a").Create(ctx, newPod("down"), metav1.CreateOptions{})
+		if err == nil || !strings.Contains(err.Error(), "pods.pullsecret-injector.io") {
+			t.Errorf("got %v, want the webhook's failure to refuse the Pod", err)
+		}
+	})
+	for _, tc := range notSent {
+		t.Run("webhook down: "+tc.name+": admitted", func(t *testing.T) {
+			labelNamespace(t, tc.namespace, optIn)
+			pod := newPod("not-sent")
+			pod.Labels = tc.podLabels
+			createPod(t, tc.namespace, pod)
+		})
+	}
+}
+
+// notSent are Pods the chart's registration must never send to the webhook. Their namespaces carry the
+// opt-in label while they are created.
+var notSent = []struct {
+	name, namespace string
+	podLabels       map[string]string
+}{
+	{"Pod in the release namespace", driveNamespace, nil},
+	{"Pod in kube-system", "kube-system", nil},
+	{"Pod labelled inject=disabled", "team-a", map[string]string{"pullsecret-injector.io/inject": "disabled"}},
+}
+
+// checkCannot checks, with real requests made as user, that the chart's RBAC forbids each action.
+func checkCannot(ctx context.Context, t *testing.T, user string) {
+	as, err := kubernetes.NewForConfig(cp.ImpersonatingConfig(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "someone-elses-webhook"}}
+	if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, other, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	copied, err := admin.CoreV1().Secrets("team-a").Get(ctx, driveSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	source, err := admin.CoreV1().Secrets(driveNamespace).Get(ctx, driveSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mergePatch := []byte(`{"metadata":{"labels":{"tampered":"true"}}}`)
+	secrets, webhooks := as.CoreV1().Secrets, as.AdmissionregistrationV1().MutatingWebhookConfigurations
+	for _, tc := range []struct {
+		name string
+		do   func() error
+	}{
+		{"update a copy in an opted-in namespace", func() error {
+			_, err := secrets("team-a").Update(ctx, copied, metav1.UpdateOptions{})
+			return err
+		}},
+		{"patch a copy in an opted-in namespace", func() error {
+			_, err := secrets("team-a").Patch(ctx, driveSecret, types.MergePatchType, mergePatch, metav1.PatchOptions{})
+			return err
+		}},
+		{"delete a copy in an opted-in namespace", func() error {
+			return secrets("team-a").Delete(ctx, driveSecret, metav1.DeleteOptions{})
+		}},
+		{"delete every Secret in an opted-in namespace", func() error {
+			return secrets("team-a").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		}},
+		{"update a source Secret in the release namespace", func() error {
+			_, err := secrets(driveNamespace).Update(ctx, source, metav1.UpdateOptions{})
+			return err
+		}},
+		{"patch a source Secret in the release namespace", func() error {
+			_, err := secrets(driveNamespace).Patch(ctx, driveSecret, types.MergePatchType, mergePatch, metav1.PatchOptions{})
+			return err
+		}},
+		{"delete the certificate Secret", func() error {
+			return secrets(driveNamespace).Delete(ctx, certSecret, metav1.DeleteOptions{})
+		}},
+		{"update someone else's webhook configuration", func() error {
+			theirs, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, other.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = webhooks().Update(ctx, theirs, metav1.UpdateOptions{})
+			return err
+		}},
+		{"create a webhook configuration", func() error {
+			_, err := webhooks().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "injected"}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"delete its own webhook configuration", func() error {
+			return webhooks().Delete(ctx, fullname, metav1.DeleteOptions{})
+		}},
+		{"read ConfigMaps", func() error {
+			_, err := as.CoreV1().ConfigMaps(driveNamespace).List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"create Pods", func() error {
+			_, err := as.CoreV1().Pods("team-a").Create(ctx, newPod("as-sa"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}},
+		{"bind itself another role", func() error {
+			rb := &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: "escalate"},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: user}},
+			}
+			_, err := as.RbacV1().RoleBindings("team-a").Create(ctx, rb, metav1.CreateOptions{})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.do(); !apierrors.IsForbidden(err) {
+				t.Errorf("got %v, want Forbidden", err)
+			}
+		})
+	}
+}
+
+// checkResourceNames checks that list and watch with a metadata.name field selector are authorized by
+// resourceNames, as the binary's certificate caches need, and that the same list without the selector is
+// not: the Role and the registration rule grant one object each, not the collection.
+func checkResourceNames(ctx context.Context, t *testing.T, sa string) {
+	// A user bound to the rendered Role alone: the ServiceAccount's ClusterRole covers every Secret, so
+	// only this shows what the Role grants.
+	const roleUser = "role-only"
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "role-only"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: fullname},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: roleUser}},
+	}
+	if _, err := admin.RbacV1().RoleBindings(driveNamespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	roleOnly, err := kubernetes.NewForConfig(cp.ImpersonatingConfig(roleUser))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asSA, err := kubernetes.NewForConfig(cp.ImpersonatingConfig(sa))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := func(name string) metav1.ListOptions {
+		return metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()}
+	}
+	for _, tc := range []struct {
+		name    string
+		do      func() error
+		allowed bool
+	}{
+		{"Role: list the certificate Secret by name", func() error {
+			_, err := roleOnly.CoreV1().Secrets(driveNamespace).List(ctx, byName(certSecret))
+			return err
+		}, true},
+		{"Role: watch the certificate Secret by name", func() error {
+			w, err := roleOnly.CoreV1().Secrets(driveNamespace).Watch(ctx, byName(certSecret))
+			if err == nil {
+				w.Stop()
+			}
+			return err
+		}, true},
+		{"Role: list every Secret", func() error {
+			_, err := roleOnly.CoreV1().Secrets(driveNamespace).List(ctx, metav1.ListOptions{})
+			return err
+		}, false},
+		{"Role: get a source Secret", func() error {
+			_, err := roleOnly.CoreV1().Secrets(driveNamespace).Get(ctx, driveSecret, metav1.GetOptions{})
+			return err
+		}, false},
+		{"ClusterRole: list its webhook configuration by name", func() error {
+			_, err := asSA.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, byName(fullname))
+			return err
+		}, true},
+		{"ClusterRole: watch its webhook configuration by name", func() error {
+			w, err := asSA.AdmissionregistrationV1().MutatingWebhookConfigurations().Watch(ctx, byName(fullname))
+			if err == nil {
+				w.Stop()
+			}
+			return err
+		}, true},
+		{"ClusterRole: list every webhook configuration", func() error {
+			_, err := asSA.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+			return err
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.do()
+			if tc.allowed && err != nil {
+				t.Errorf("got %v, want it allowed", err)
+			}
+			if !tc.allowed && !apierrors.IsForbidden(err) {
+				t.Errorf("got %v, want Forbidden", err)
+			}
+		})
+	}
+}
+
+// accessReview asks the API server whether user may do attrs.
+func accessReview(ctx context.Context, t *testing.T, user string, attrs authorizationv1.ResourceAttributes) bool {
+	t.Helper()
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:               user,
+		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + driveNamespace, "system:authenticated"},
+		ResourceAttributes: &attrs,
+	}}
+	got, err := admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got.Status.Allowed
+}
+
+func pullSecret(name, registry string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: fmt.Appendf(nil, `{"auths":{%q:{"auth":"dXNlcjpwYXNz"}}}`, registry)},
+	}
+}
+
+func newPod(prefix string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: driveImage}}},
+	}
+}
+
+func refNames(pod *corev1.Pod) []string {
+	var out []string
+	for _, r := range pod.Spec.ImagePullSecrets {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+// labelNamespace adds labels to a namespace and removes them when the test ends.
+func labelNamespace(t *testing.T, name string, labels map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	ns, err := admin.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	original := maps.Clone(ns.Labels)
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	maps.Copy(ns.Labels, labels)
+	if _, err := admin.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ns, err := admin.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			ns.Labels = original
+			_, err = admin.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			t.Errorf("restore labels of namespace %q: %v", name, err)
+		}
+	})
+}
+
+// createPod creates pod as admin and returns it as stored, and the API server's warnings.
+func createPod(t *testing.T, namespace string, pod *corev1.Pod) (*corev1.Pod, []string) {
+	t.Helper()
+	ctx := context.Background()
+	var w testenv.Warnings
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.WarningHandlerWithContext = &w
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create Pod in %q: %v", namespace, err)
+	}
+	stored, err := admin.CoreV1().Pods(namespace).Get(ctx, created.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored, w.List()
+}
