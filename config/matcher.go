@@ -105,9 +105,10 @@ func (m *Matcher) MatchImage(image string) ([]*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	t := parseTarget(repository)
 	var matched []*Entry
 	for i := range m.entries {
-		if m.entries[i].Pattern.Matches(repository) {
+		if m.entries[i].Pattern.matches(t) {
 			matched = append(matched, &m.entries[i])
 		}
 	}

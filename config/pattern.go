@@ -171,32 +171,55 @@ func (p Pattern) String() string {
 // glob per host label, and a plain string prefix on the path, so
 // "r.io/team-a" matches "r.io/team-ab/app" too.
 func (p Pattern) Matches(repository string) bool {
+	return p.matches(parseTarget(repository))
+}
+
+// target is a repository as the kubelet's URLsMatchStr sees it. MatchImage
+// parses it once and compares it with every pattern.
+type target struct {
+	repository string
+	// parsed is false when url.Parse rejects the repository, which then
+	// matches by the Docker Hub fallback only, as in the kubelet.
+	parsed bool
+	labels []string
+	port   string
+	path   string
+}
+
+func parseTarget(repository string) target {
+	t := target{repository: repository}
+	u, err := url.Parse("https://" + repository)
+	if err != nil {
+		return t
+	}
+	t.parsed = true
+	t.labels, t.port = splitURL(u)
+	t.path = u.Path
+	return t
+}
+
+func (p Pattern) matches(t target) bool {
 	if p.key == "" {
 		return false
 	}
-	if p.matchesURL(repository) {
+	if t.parsed && p.matchesURL(t) {
 		return true
 	}
-	return p.defaultRegistry && isDefaultRegistryMatch(repository)
+	return p.defaultRegistry && isDefaultRegistryMatch(t.repository)
 }
 
-// matchesURL is the kubelet's URLsMatchStr with the key side precomputed.
-func (p Pattern) matchesURL(repository string) bool {
-	targetURL, err := url.Parse("https://" + repository)
-	if err != nil {
+// matchesURL is the kubelet's URLsMatch with both sides parsed beforehand.
+func (p Pattern) matchesURL(t target) bool {
+	if p.port != t.port || len(p.hostLabels) != len(t.labels) {
 		return false
 	}
-	targetLabels, targetPort := splitURL(targetURL)
-	if p.port != targetPort || len(p.hostLabels) != len(targetLabels) {
-		return false
-	}
-	if !strings.HasPrefix(targetURL.Path, p.path) {
+	if !strings.HasPrefix(t.path, p.path) {
 		return false
 	}
 	for i, label := range p.hostLabels {
 		// The kubelet uses filepath.Match, which is path.Match on every
 		// platform it runs Linux pods on; host labels contain no separator.
-		if ok, err := path.Match(label, targetLabels[i]); err != nil || !ok {
+		if ok, err := path.Match(label, t.labels[i]); err != nil || !ok {
 			return false
 		}
 	}
