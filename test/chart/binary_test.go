@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
@@ -521,24 +520,12 @@ func labelNamespace(t *testing.T, name string, labels map[string]string) {
 	})
 }
 
-// createPod creates pod as admin and returns it as stored, and the API server's warnings.
+// createPod creates pod in namespace and returns the Pod as stored and the API server's warnings.
 func createPod(t *testing.T, namespace string, pod *corev1.Pod) (*corev1.Pod, []string) {
 	t.Helper()
-	ctx := context.Background()
-	var w testenv.Warnings
-	cfg := rest.CopyConfig(cp.Config)
-	cfg.WarningHandlerWithContext = &w
-	cs, err := kubernetes.NewForConfig(cfg)
+	stored, warnings, err := cp.CreatePod(context.Background(), namespace, pod)
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create Pod in %q: %v", namespace, err)
-	}
-	stored, err := admin.CoreV1().Pods(namespace).Get(ctx, created.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return stored, w.List()
+	return stored, warnings
 }

@@ -14,8 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 const managedSelector = "app.kubernetes.io/managed-by=pullsecret-injector"
@@ -59,25 +57,14 @@ func refNames(pod *corev1.Pod) []string {
 	return out
 }
 
-// createPod creates pod in namespace and returns the Pod as persisted (read back, not the create response)
-// and the warnings the API server returned.
+// createPod creates pod in namespace and returns the Pod as stored and the API server's warnings.
 func createPod(t *testing.T, namespace string, pod *corev1.Pod) (*corev1.Pod, []string) {
 	t.Helper()
-	ctx := context.Background()
-	var w testenv.Warnings
-	cs, err := newClient(&w)
+	stored, warnings, err := cp.CreatePod(context.Background(), namespace, pod)
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create pod in %q: %v", namespace, err)
-	}
-	stored, err := admin.CoreV1().Pods(namespace).Get(ctx, created.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("read back pod: %v", err)
-	}
-	return stored, w.List()
+	return stored, warnings
 }
 
 func managedCopies(t *testing.T, namespace string) []corev1.Secret {
@@ -295,7 +282,7 @@ func TestBrokenSourcesNeverBlockThePod(t *testing.T) {
 
 func TestConcurrentPodsShareOneCopy(t *testing.T) {
 	ns := newNamespace(t, "concurrent", optIn())
-	cs, err := newClient(nil)
+	cs, err := newClient()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +355,7 @@ func TestEntryNamespaceSelector(t *testing.T) {
 // webhook's caches may not have seen the label yet, and the Pod must get its secrets anyway.
 func TestNamespaceLabelledJustBeforeFirstPod(t *testing.T) {
 	ctx := context.Background()
-	cs, err := newClient(nil)
+	cs, err := newClient()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ registries:
 var (
 	cp      *testenv.ControlPlane
 	webhook *testenv.Webhook
-	// admin is a client whose warnings are dropped; use newClient to see them.
+	// admin is a client whose warnings are dropped; createPod returns them.
 	admin kubernetes.Interface
 )
 
@@ -65,7 +65,7 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "stop control plane:", err)
 		}
 	}()
-	admin, _ = newClient(nil)
+	admin, _ = newClient()
 
 	if err := createSources(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -165,15 +165,12 @@ func createNamespace(ctx context.Context, name string, labels map[string]string)
 	return nil
 }
 
-// newClient returns an admin client; its warnings go to w when w is not nil, and are dropped otherwise.
-func newClient(w *testenv.Warnings) (kubernetes.Interface, error) {
+// newClient returns an admin client that drops warnings and allows enough requests per second for the
+// concurrent tests.
+func newClient() (kubernetes.Interface, error) {
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.QPS, cfg.Burst = 200, 400
-	if w != nil {
-		cfg.WarningHandlerWithContext = w
-	} else {
-		cfg.WarningHandlerWithContext = rest.NoWarnings{}
-	}
+	cfg.WarningHandlerWithContext = rest.NoWarnings{}
 	return kubernetes.NewForConfig(cfg)
 }
 

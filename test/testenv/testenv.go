@@ -360,3 +360,24 @@ func (w *Warnings) List() []string {
 	defer w.mu.Unlock()
 	return append([]string(nil), w.list...)
 }
+
+// CreatePod creates pod in namespace as the control plane's admin and returns the Pod as stored (read back,
+// not the create response) and the warnings the API server returned with the create.
+func (cp *ControlPlane) CreatePod(ctx context.Context, namespace string, pod *corev1.Pod) (*corev1.Pod, []string, error) {
+	var w Warnings
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.WarningHandlerWithContext = &w
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create client: %w", err)
+	}
+	created, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return nil, w.List(), fmt.Errorf("create pod in namespace %q: %w", namespace, err)
+	}
+	stored, err := cs.CoreV1().Pods(namespace).Get(ctx, created.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, w.List(), fmt.Errorf("read back pod %q: %w", created.Name, err)
+	}
+	return stored, w.List(), nil
+}
