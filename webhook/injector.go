@@ -157,9 +157,18 @@ func (h *Injector) namespaceLabels(ctx context.Context, name string, candidates 
 	if err != nil {
 		logf.FromContext(ctx).V(1).Info("Namespace cache read failed, reading live", "error", err.Error())
 	}
-	if cached != nil && h.Matcher.NamespaceSelector().Matches(cached) && allSelected(candidates, cached) {
+	var reason string
+	switch {
+	case cached == nil:
+		reason = "not in cache"
+	case !h.Matcher.NamespaceSelector().Matches(cached):
+		reason = "cached without the opt-in label"
+	case !allSelected(candidates, cached):
+		reason = "cached without a label an entry's selector needs"
+	default:
 		return cached, "", nil
 	}
+	logf.FromContext(ctx).V(1).Info("Confirming namespace labels with a live read", "namespace", name, "reason", reason)
 	live, err := getNamespace(ctx, h.APIReader, name)
 	if err != nil {
 		if cached != nil {
@@ -254,6 +263,7 @@ func (h *Injector) source(ctx context.Context, ref config.SecretRef) (*corev1.Se
 	if err := h.Cache.Get(ctx, key, s); err == nil {
 		return s, nil
 	}
+	logf.FromContext(ctx).V(1).Info("Source secret not in cache, reading it live", "source", ref.String())
 	if err := h.APIReader.Get(ctx, key, s); err != nil {
 		return nil, err
 	}

@@ -88,7 +88,7 @@ func (f *certsFixture) selfArgs(extra ...string) []string {
 // start runs the binary TestMain built, without waiting for it to be ready, and stops it after the test.
 func (f *certsFixture) start(t *testing.T, args ...string) *testenv.Webhook {
 	t.Helper()
-	w, err := cp.StartWebhookNoWait(filepath.Join(cp.Dir, "pullsecret-injector"), []byte(certsConfig), args...)
+	w, err := cp.StartWebhookNoWait(binary, []byte(certsConfig), args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +361,7 @@ func TestCertsSelfModeReplicasStartingTogetherShareOneCA(t *testing.T) {
 	for i := range replicas {
 		wg.Go(func() {
 			<-gate
-			w, err := cp.StartWebhookNoWait(filepath.Join(cp.Dir, "pullsecret-injector"), []byte(certsConfig), f.selfArgs()...)
+			w, err := cp.StartWebhookNoWait(binary, []byte(certsConfig), f.selfArgs()...)
 			if err != nil {
 				t.Error(err)
 				return

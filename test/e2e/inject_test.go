@@ -352,7 +352,9 @@ func TestEntryNamespaceSelector(t *testing.T) {
 }
 
 // A pipeline runs `kubectl create namespace`, `kubectl label` and `kubectl apply` back to back: the
-// webhook's caches may not have seen the label yet, and the Pod must get its secrets anyway.
+// webhook's caches may not have seen the label yet, and the Pod must get its secrets anyway. On loopback the
+// informer usually wins this race, so this test alone would pass against a webhook that trusted its cache;
+// TestCacheLagNeverCostsASecret makes the cache lag for certain.
 func TestNamespaceLabelledJustBeforeFirstPod(t *testing.T) {
 	ctx := context.Background()
 	cs, err := newClient()

@@ -44,6 +44,8 @@ registries:
 var (
 	cp      *testenv.ControlPlane
 	webhook *testenv.Webhook
+	// binary is the pullsecret-injector binary TestMain built.
+	binary string
 	// admin is a client whose warnings are dropped; createPod returns them.
 	admin kubernetes.Interface
 )
@@ -71,7 +73,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	binary, err := testenv.BuildBinary(cp.Dir)
+	binary, err = testenv.BuildBinary(cp.Dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
