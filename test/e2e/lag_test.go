@@ -23,13 +23,13 @@ registries:
     secret: {namespace: pullsecret-injector, name: late-regcred}
 `
 
-// TestCacheLagNeverCostsASecret runs a webhook whose informers see every change two seconds late (its
+// TestCacheLagNeverCostsASecret runs a webhook whose informers see every change five seconds late (its
 // watches go through a proxy that holds them back), then does what a pipeline does: create a namespace,
 // label it, create a source Secret and deploy, back to back. Every Pod must get its secret anyway, from
 // the live reads that confirm what the cache does not show yet.
 func TestCacheLagNeverCostsASecret(t *testing.T) {
 	ctx := context.Background()
-	proxy, err := cp.StartLaggingProxy(2 * time.Second)
+	proxy, err := cp.StartLaggingProxy(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
