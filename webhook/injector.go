@@ -116,7 +116,9 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	if len(mutated.Spec.ImagePullSecrets) == len(pod.Spec.ImagePullSecrets) {
 		return withWarnings(admission.Allowed("nothing to add"), warnings)
 	}
-	log.V(1).Info("Adding image pull secrets", "added", names(mutated.Spec.ImagePullSecrets[len(pod.Spec.ImagePullSecrets):]))
+	if log.V(1).Enabled() {
+		log.V(1).Info("Adding image pull secrets", "added", names(mutated.Spec.ImagePullSecrets[len(pod.Spec.ImagePullSecrets):]))
+	}
 	return withWarnings(patch(pod, mutated), warnings)
 }
 

@@ -92,14 +92,7 @@ func (f *certsFixture) start(t *testing.T, args ...string) *testenv.Webhook {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := w.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("--- webhook log (%s, port %d) ---\n%s", w.LogPath, w.Port, tail(w.Log(), 80))
-		}
-	})
+	stopAfterTest(t, w)
 	return w
 }
 
@@ -375,14 +368,7 @@ func TestCertsSelfModeReplicasStartingTogetherShareOneCA(t *testing.T) {
 		if w == nil {
 			continue
 		}
-		t.Cleanup(func() {
-			if err := w.Stop(); err != nil {
-				t.Error(err)
-			}
-			if t.Failed() {
-				t.Logf("--- webhook log (%s, port %d) ---\n%s", w.LogPath, w.Port, tail(w.Log(), 80))
-			}
-		})
+		stopAfterTest(t, w)
 	}
 	if t.Failed() {
 		t.FailNow()

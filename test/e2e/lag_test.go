@@ -42,14 +42,7 @@ func TestCacheLagNeverCostsASecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := w.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("--- lagging webhook log ---\n%s", tail(w.Log(), 100))
-		}
-	})
+	stopAfterTest(t, w)
 	// Only namespaces made by this test, which carry this label from their creation on, reach it.
 	const scope = "e2e-cache-lag"
 	mwc := cp.MutatingWebhookConfiguration("pullsecret-injector-e2e-lag", w.Port,

@@ -188,3 +188,16 @@ func tail(s string, lines int) string {
 	}
 	return s
 }
+
+// stopAfterTest stops w when the test ends and, when the test failed, logs the end of w's log.
+func stopAfterTest(t *testing.T, w *testenv.Webhook) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := w.Stop(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.Logf("--- webhook log (%s, port %d) ---\n%s", w.LogPath, w.Port, tail(w.Log(), 100))
+		}
+	})
+}
