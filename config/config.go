@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -164,9 +165,26 @@ func (c *Config) Validate() field.ErrorList {
 		if other := c.Registries[first].Secret; other != r.Secret {
 			errs = append(errs, field.Invalid(p.Child("secret", "name"), r.Secret.Name,
 				fmt.Sprintf("registries[%d] uses a different source %s with the same name; the copies would collide in the pod's namespace", first, other)))
+			continue
+		}
+		// One Secret is one copy per namespace, so it has one set of namespaces it belongs in: an entry
+		// without the selector of another one naming the same Secret would hand the copy to namespaces that
+		// the other entry keeps it out of.
+		if !apiequality.Semantic.DeepEqual(c.Registries[first].NamespaceSelector, r.NamespaceSelector) {
+			errs = append(errs, field.Invalid(p.Child("namespaceSelector"), selectorString(r.NamespaceSelector),
+				fmt.Sprintf("registries[%d] names the same secret %s with namespaceSelector %s; entries sharing a secret must "+
+					"have the same namespaceSelector: give them the same one, or copy the secret to another name for the "+
+					"other namespaces", first, r.Secret, selectorString(c.Registries[first].NamespaceSelector))))
 		}
 	}
 	return errs
+}
+
+func selectorString(s *metav1.LabelSelector) string {
+	if s == nil {
+		return "(none)"
+	}
+	return metav1.FormatLabelSelector(s)
 }
 
 func validateSecretRef(r SecretRef, p *field.Path) field.ErrorList {

@@ -343,6 +343,24 @@ func TestValidate(t *testing.T) {
 			config: Config{Registries: []Registry{hub("ops", "regcred"), withRegistry(hub("ops", "regcred"), "quay.io")}},
 		},
 		{
+			name: "same source with different selectors is refused",
+			config: Config{Registries: []Registry{
+				{Registry: "docker.io", Secret: SecretRef{Namespace: "ops", Name: "regcred"},
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "payments"}}},
+				withRegistry(hub("ops", "regcred"), "quay.io"),
+			}},
+			want: []string{"registries[1].namespaceSelector: " + string(field.ErrorTypeInvalid)},
+		},
+		{
+			name: "same source with equal selectors is fine",
+			config: Config{Registries: []Registry{
+				{Registry: "docker.io", Secret: SecretRef{Namespace: "ops", Name: "regcred"},
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "payments"}}},
+				{Registry: "quay.io", Secret: SecretRef{Namespace: "ops", Name: "regcred"},
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "payments"}}},
+			}},
+		},
+		{
 			name:   "different names in one namespace are fine",
 			config: Config{Registries: []Registry{hub("ops", "hub"), withRegistry(hub("ops", "quay"), "quay.io")}},
 		},
@@ -492,5 +510,22 @@ func TestSourceNamespaces(t *testing.T) {
 func TestSecretRefString(t *testing.T) {
 	if got, want := (SecretRef{Namespace: "ops", Name: "regcred"}).String(), "ops/regcred"; got != want {
 		t.Errorf("SecretRef.String() = %q, want %q", got, want)
+	}
+}
+
+func TestValidateSharedSourceSelectorsSayHowToSplit(t *testing.T) {
+	c := Config{Registries: []Registry{
+		{Registry: "docker.io", Secret: SecretRef{Namespace: "ops", Name: "regcred"},
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "payments"}}},
+		{Registry: "quay.io", Secret: SecretRef{Namespace: "ops", Name: "regcred"}},
+	}}
+	errs := c.Validate()
+	if len(errs) != 1 {
+		t.Fatalf("Validate returned %d errors, want 1: %v", len(errs), errs)
+	}
+	for _, want := range []string{"registries[0]", "ops/regcred", "team=payments", "same namespaceSelector", "another name"} {
+		if !strings.Contains(errs[0].Error(), want) {
+			t.Errorf("error %q does not mention %q", errs[0].Error(), want)
+		}
 	}
 }

@@ -13,6 +13,11 @@ import (
 type Matcher struct {
 	namespaceSelector labels.Selector
 	entries           []Entry
+	// bySecret maps a Secret name to the first entry naming it. Validate guarantees that every entry naming
+	// it has the same source and the same namespace selector, so the first one speaks for all.
+	bySecret map[string]*Entry
+	// sources holds every configured source, unique, in config order.
+	sources []SecretRef
 }
 
 // Entry is one compiled registries[] item.
@@ -53,6 +58,7 @@ func NewMatcher(c *Config) (*Matcher, error) {
 	m := &Matcher{
 		namespaceSelector: nsSelector,
 		entries:           make([]Entry, 0, len(c.Registries)),
+		bySecret:          make(map[string]*Entry, len(c.Registries)),
 	}
 	for i, r := range c.Registries {
 		pattern, err := ParsePattern(r.Registry)
@@ -78,7 +84,38 @@ func NewMatcher(c *Config) (*Matcher, error) {
 			NamespaceSelector: selector,
 		})
 	}
+	for i := range m.entries {
+		e := &m.entries[i]
+		if _, seen := m.bySecret[e.Registry.Secret.Name]; !seen {
+			m.bySecret[e.Registry.Secret.Name] = e
+			m.sources = append(m.sources, e.Registry.Secret)
+		}
+	}
 	return m, nil
+}
+
+// EntryForSecret returns the first entry whose copies are named name, or nil when no entry is. Every entry
+// naming the same Secret has the same source and namespace selector (Validate refuses anything else), so
+// the answer stands for all of them.
+func (m *Matcher) EntryForSecret(name string) *Entry {
+	return m.bySecret[name]
+}
+
+// Sources returns every configured source Secret once, in config order.
+func (m *Matcher) Sources() []SecretRef {
+	return append([]SecretRef(nil), m.sources...)
+}
+
+// IsSource reports whether namespace/name is a configured source Secret, which is only ever read.
+func (m *Matcher) IsSource(namespace, name string) bool {
+	e := m.bySecret[name]
+	return e != nil && e.Registry.Secret.Namespace == namespace
+}
+
+// Selects reports whether the copy of e's Secret belongs in a namespace with these labels: the global
+// selector and the entry's own both match. A terminating namespace is the caller's to exclude.
+func (m *Matcher) Selects(e *Entry, nsLabels labels.Set) bool {
+	return m.namespaceSelector.Matches(nsLabels) && e.NamespaceSelector.Matches(nsLabels)
 }
 
 // NamespaceSelector returns the global opt-in selector: pods in namespaces

@@ -1,0 +1,123 @@
+package config
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+)
+
+const reloadedYAML = `
+registries:
+  - registry: quay.io
+    secret: {namespace: ops, name: quay-regcred}
+`
+
+// swapConfigMapVolume updates dir/config.yaml the way the kubelet updates a ConfigMap volume: config.yaml
+// is a symlink to ..data/config.yaml, and ..data is swapped to a new directory in one rename.
+func swapConfigMapVolume(t *testing.T, dir, content string) {
+	t.Helper()
+	version := filepath.Join(dir, ".."+strings.ReplaceAll(time.Now().Format("150405.000000000"), ".", "_"))
+	if err := os.Mkdir(version, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(version, "config.yaml"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(filepath.Base(version), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "config.yaml")); os.IsNotExist(err) {
+		if err := os.Symlink(filepath.Join("..data", "config.yaml"), filepath.Join(dir, "config.yaml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func newTestStore(t *testing.T, log logr.Logger) (*Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	swapConfigMapVolume(t, dir, validYAML)
+	s, err := NewStore(filepath.Join(dir, "config.yaml"), time.Hour, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+func TestStoreReloadsASwappedConfigMapVolume(t *testing.T) {
+	s, dir := newTestStore(t, logr.Discard())
+	var notified []*Matcher
+	s.Subscribe(func(m *Matcher) { notified = append(notified, m) })
+	before := s.Matcher()
+
+	if s.Reload() {
+		t.Error("Reload of an unchanged file reported a change")
+	}
+	swapConfigMapVolume(t, dir, reloadedYAML)
+	if !s.Reload() {
+		t.Fatal("Reload did not take the swapped file")
+	}
+	after := s.Matcher()
+	if after == before || len(after.Entries()) != 1 || after.EntryForSecret("quay-regcred") == nil {
+		t.Errorf("configuration in force has entries %d, want the reloaded one", len(after.Entries()))
+	}
+	if len(notified) != 1 || notified[0] != after {
+		t.Errorf("subscribers were told %d times, want once with the new configuration", len(notified))
+	}
+}
+
+func TestStoreRefusesAnInvalidFileAndKeepsServing(t *testing.T) {
+	var logged bytes.Buffer
+	log := funcr.New(func(prefix, args string) { logged.WriteString(args + "\n") }, funcr.Options{})
+	s, dir := newTestStore(t, log)
+	before := s.Matcher()
+	swapConfigMapVolume(t, dir, `
+registries:
+  - registry: "bad registry!"
+    secret: {namespace: ops, name: quay-regcred}
+  - registry: quay.io
+    secret: {namespace: ops, name: Not_A_Name}
+    unknownField: true
+`)
+	if s.Reload() {
+		t.Fatal("an invalid file was put in force")
+	}
+	if s.Matcher() != before {
+		t.Error("the configuration in force changed")
+	}
+	for _, want := range []string{"Configuration file refused", "registries[0].registry", "registries[1].secret.name", "unknownField"} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("log does not mention %q:\n%s", want, logged.String())
+		}
+	}
+	// Reported once, not at every read of the same bad file.
+	n := strings.Count(logged.String(), "Configuration file refused")
+	s.Reload()
+	if got := strings.Count(logged.String(), "Configuration file refused"); got != n {
+		t.Errorf("the same bad file was reported %d times", got)
+	}
+	// Fixed: the next good file takes effect.
+	swapConfigMapVolume(t, dir, reloadedYAML)
+	if !s.Reload() {
+		t.Error("a good file after a bad one was not taken")
+	}
+}
+
+func TestNewStoreRefusesAnInvalidFile(t *testing.T) {
+	dir := t.TempDir()
+	swapConfigMapVolume(t, dir, "registries: []\n")
+	if _, err := NewStore(filepath.Join(dir, "config.yaml"), time.Second, logr.Discard()); err == nil ||
+		!strings.Contains(err.Error(), "registries") {
+		t.Errorf("NewStore = %v, want an error naming registries", err)
+	}
+}
