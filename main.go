@@ -9,34 +9,62 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/pullsecret-injector/pullsecret-injector/certs"
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
 
 type options struct {
-	configPath  string
-	webhookHost string
-	webhookPort int
-	certDir     string
-	metricsAddr string
-	probeAddr   string
-	enableHTTP2 bool
-	certs       certs.Options
-	zap         zap.Options
+	configPath           string
+	configReloadInterval time.Duration
+	webhookHost          string
+	webhookPort          int
+	certDir              string
+	metricsAddr          string
+	probeAddr            string
+	enableHTTP2          bool
+
+	leaderElect             bool
+	leaderElectionNamespace string
+	leaderElectionID        string
+	leaseDuration           time.Duration
+	renewDeadline           time.Duration
+	retryPeriod             time.Duration
+
+	resyncPeriod      time.Duration
+	revocationRecheck time.Duration
+	reconcilerWorkers int
+	reconcilerQPS     float64
+	reconcilerBurst   int
+
+	certs certs.Options
+	zap   zap.Options
 }
+
+// defaultLeaderElectionID is the name of the Lease the replicas elect their leader with.
+const defaultLeaderElectionID = "pullsecret-injector"
 
 func main() {
 	var o options
 	fs := flag.CommandLine
-	fs.StringVar(&o.configPath, "config", config.DefaultPath, "Path of the YAML configuration file.")
+	fs.StringVar(&o.configPath, "config", config.DefaultPath, "Path of the YAML configuration file. It is read again when it changes.")
+	fs.DurationVar(&o.configReloadInterval, "config-reload-interval", config.DefaultReloadInterval,
+		"How often the configuration file is read for a change.")
 	fs.StringVar(&o.webhookHost, "webhook-host", "", "Address the webhook server listens on (empty: all addresses).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
 	fs.StringVar(&o.certDir, "cert-dir", "", "External certificate mode: directory holding tls.crt and tls.key for the webhook server, reloaded when they change.")
@@ -44,6 +72,24 @@ func main() {
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
 		"Serve the webhook over HTTP/2. Off by default because of the HTTP/2 rapid reset attack (CVE-2023-44487).")
+	fs.BoolVar(&o.leaderElect, "leader-elect", true,
+		"Elect one replica, through a Lease, to run the reconciler that keeps copies in step. Every replica serves admissions either way.")
+	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "",
+		"Namespace of the leader election Lease. Default: the namespace the Pod runs in; required outside a Pod.")
+	fs.StringVar(&o.leaderElectionID, "leader-election-id", defaultLeaderElectionID, "Name of the leader election Lease.")
+	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second,
+		"How long a replica waits, after the leader stops renewing, before taking the lead.")
+	fs.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 10*time.Second,
+		"How long the leader keeps trying to renew its Lease before it gives up the lead.")
+	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often replicas try to take or renew the Lease.")
+	fs.DurationVar(&o.resyncPeriod, "resync-period", 10*time.Minute,
+		"How often every copy is checked again behind the event-driven path. An unchanged copy costs no API call.")
+	fs.DurationVar(&o.revocationRecheck, "revocation-recheck", time.Minute,
+		"How often a copy that no longer applies is checked again while unfinished Pods reference it, and the age a copy must reach before it is revoked at all.")
+	fs.IntVar(&o.reconcilerWorkers, "reconciler-workers", 4, "Copies reconciled at once.")
+	fs.Float64Var(&o.reconcilerQPS, "reconciler-qps", 50,
+		"Sustained API requests per second of the reconciler's own client, apart from the admission path's.")
+	fs.IntVar(&o.reconcilerBurst, "reconciler-burst", 100, "Burst of API requests of the reconciler's own client.")
 	o.certs.BindFlags(fs)
 	o.zap.BindFlags(fs)
 	flag.Parse()
@@ -63,11 +109,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(o.configPath)
-	if err != nil {
-		return err
-	}
-	matcher, err := config.NewMatcher(cfg)
+	store, err := config.NewStore(o.configPath, o.configReloadInterval, ctrl.Log.WithName("config"))
 	if err != nil {
 		return err
 	}
@@ -87,10 +129,17 @@ func run(ctx context.Context, o options) error {
 		}
 	}}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme:                 scheme,
-		Cache:                  webhook.CacheOptions(cfg),
-		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
-		HealthProbeBindAddress: o.probeAddr,
+		Scheme:                        scheme,
+		Cache:                         webhook.CacheOptions(),
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              o.leaderElectionID,
+		LeaderElectionNamespace:       o.leaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.probeAddr,
 		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host:    o.webhookHost,
 			Port:    o.webhookPort,
@@ -104,14 +153,48 @@ func run(ctx context.Context, o options) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
 	}
-	if err := webhook.SetupWithManager(ctx, mgr, matcher); err != nil {
+	cs, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return fmt.Errorf("create clientset: %w", err)
+	}
+	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
+	tracker.Set(store.Matcher().Sources())
+	if err := webhook.SetupWithManager(ctx, mgr, store, tracker); err != nil {
 		return err
+	}
+
+	// The reconciler's writes go through a client of their own, so that a rotation fanning out to every
+	// copy queues behind its own rate limit, not in front of the admission path's creates.
+	reconcilerConfig := rest.CopyConfig(restConfig)
+	reconcilerConfig.QPS, reconcilerConfig.Burst = float32(o.reconcilerQPS), o.reconcilerBurst
+	reconcilerClient, err := client.New(reconcilerConfig, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return fmt.Errorf("create reconciler client: %w", err)
+	}
+	trigger, err := reconciler.SetupWithManager(ctx, mgr, store, tracker, reconcilerClient, reconciler.Options{
+		Workers:           o.reconcilerWorkers,
+		ResyncPeriod:      o.resyncPeriod,
+		RevocationRecheck: o.revocationRecheck,
+	})
+	if err != nil {
+		return err
+	}
+	tracker.OnChange(trigger.SourceChanged)
+	store.Subscribe(func(m *config.Matcher) {
+		tracker.Set(m.Sources())
+		trigger.All()
+	})
+	for _, r := range []manager.Runnable{store, tracker} {
+		if err := mgr.Add(r); err != nil {
+			return fmt.Errorf("add %T: %w", r, err)
+		}
 	}
 	if err := certProvider.SetupWithManager(mgr); err != nil {
 		return err
 	}
 
-	log.Info("Starting", "registries", len(cfg.Registries), "webhookPort", o.webhookPort, "path", webhook.Path)
+	log.Info("Starting", "registries", len(store.Matcher().Entries()), "webhookPort", o.webhookPort, "path", webhook.Path,
+		"leaderElection", o.leaderElect)
 	if err := mgr.Start(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("run manager: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -23,25 +24,29 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 )
 
-const (
-	// Path is the URL path the Pod mutating webhook is served on.
-	Path = "/mutate-v1-pod"
+// Path is the URL path the Pod mutating webhook is served on.
+const Path = "/mutate-v1-pod"
 
-	// ManagedByLabel marks the Secrets this project created; only those are ever written to again.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	// ManagedByValue is the value of ManagedByLabel on the Secrets this project created.
-	ManagedByValue = "pullsecret-injector"
-	// SourceAnnotation records "namespace/name" of the Secret a copy was made from.
-	SourceAnnotation = "pullsecret-injector.io/source"
-)
+// createTimeout bounds a copy's create, which runs detached from the request that started it so that no
+// single caller's cancellation fails the others waiting on it.
+const createTimeout = 10 * time.Second
+
+// SourceReader answers reads of the configured source Secrets from memory. synced is false when it cannot
+// answer (the source is not tracked yet, or its informer has not listed it yet).
+type SourceReader interface {
+	Get(ref config.SecretRef) (secret *corev1.Secret, synced bool)
+}
 
 // Injector is the admission handler for Pod CREATE requests.
 type Injector struct {
-	// Matcher decides which configured registries an image pulls from.
-	Matcher *config.Matcher
-	// Cache answers reads on the hot path: namespaces (metadata), source Secrets and managed copies.
+	// Config is the configuration in force; a reload swaps it under a running handler.
+	Config *config.Store
+	// Sources answers reads of the source Secrets.
+	Sources SourceReader
+	// Cache answers reads on the hot path: namespaces and managed copies, both as metadata only.
 	Cache client.Reader
 	// APIReader reads from the API server directly, to confirm what a lagging cache does not show.
 	APIReader client.Reader
@@ -76,12 +81,13 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 		return admission.Allowed("pod opted out")
 	}
 
-	candidates, warnings := h.matchImages(pod)
+	matcher := h.Config.Matcher()
+	candidates, warnings := matchImages(matcher, pod)
 	if len(candidates) == 0 {
 		return withWarnings(admission.Allowed("no configured registry"), warnings)
 	}
 
-	nsLabels, warning, err := h.namespaceLabels(ctx, req.Namespace, candidates)
+	nsLabels, warning, err := h.namespaceLabels(ctx, matcher, req.Namespace, candidates)
 	if warning != "" {
 		warnings = append(warnings, warning)
 	}
@@ -89,7 +95,7 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 		log.Error(err, "Cannot read namespace, admitting Pod unchanged")
 		return withWarnings(admission.Allowed("namespace unreadable"), warnings)
 	}
-	if nsLabels == nil || !h.Matcher.NamespaceSelector().Matches(nsLabels) {
+	if nsLabels == nil || !matcher.NamespaceSelector().Matches(nsLabels) {
 		log.V(1).Info("Namespace not opted in")
 		return withWarnings(admission.Allowed("namespace not opted in"), warnings)
 	}
@@ -99,16 +105,19 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	for _, ref := range pod.Spec.ImagePullSecrets {
 		referenced[ref.Name] = true
 	}
+	ensured := make(map[string]bool, len(candidates))
 	for _, e := range candidates {
 		name := e.Registry.Secret.Name
-		if referenced[name] || !e.NamespaceSelector.Matches(nsLabels) {
+		if ensured[name] || !e.NamespaceSelector.Matches(nsLabels) {
 			continue
 		}
-		reference, warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req))
-		if warning != "" {
+		ensured[name] = true
+		// A Pod that names the Secret itself (a chart that hard-codes imagePullSecrets) still gets the copy
+		// made, without a second reference.
+		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), referenced[name]); warning != "" {
 			warnings = append(warnings, warning)
 		}
-		if reference {
+		if !referenced[name] {
 			mutated.Spec.ImagePullSecrets = append(mutated.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 			referenced[name] = true
 		}
@@ -124,11 +133,11 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 
 // matchImages returns the configured entries any of the Pod's images pulls from, in config order, without
 // applying the entries' namespace selectors yet.
-func (h *Injector) matchImages(pod *corev1.Pod) ([]*config.Entry, []string) {
+func matchImages(matcher *config.Matcher, pod *corev1.Pod) ([]*config.Entry, []string) {
 	var warnings []string
 	byIndex := map[int]*config.Entry{}
 	check := func(image string) {
-		entries, err := h.Matcher.MatchImage(image)
+		entries, err := matcher.MatchImage(image)
 		if err != nil {
 			warnings = append(warnings, fmt.Sprintf("pullsecret-injector: image %q is not a valid reference, no pull secret added for it: %v", image, err))
 			return
@@ -154,7 +163,7 @@ func (h *Injector) matchImages(pod *corev1.Pod) ([]*config.Entry, []string) {
 // when the cache's answer cannot make a Pod miss a secret: a namespace the cache does not show, shows
 // without the opt-in label, or shows without a label an entry's selector needs may have been created or
 // labelled a moment ago, so those answers are confirmed with a live read.
-func (h *Injector) namespaceLabels(ctx context.Context, name string, candidates []*config.Entry) (labels.Set, string, error) {
+func (h *Injector) namespaceLabels(ctx context.Context, matcher *config.Matcher, name string, candidates []*config.Entry) (labels.Set, string, error) {
 	cached, err := getNamespace(ctx, h.Cache, name)
 	if err != nil {
 		logf.FromContext(ctx).V(1).Info("Namespace cache read failed, reading live", "error", err.Error())
@@ -163,7 +172,7 @@ func (h *Injector) namespaceLabels(ctx context.Context, name string, candidates 
 	switch {
 	case cached == nil:
 		reason = "not in cache"
-	case !h.Matcher.NamespaceSelector().Matches(cached):
+	case !matcher.NamespaceSelector().Matches(cached):
 		reason = "cached without the opt-in label"
 	case !allSelected(candidates, cached):
 		reason = "cached without a label an entry's selector needs"
@@ -194,8 +203,7 @@ func allSelected(entries []*config.Entry, nsLabels labels.Set) bool {
 // getNamespace reads only the namespace's metadata, so the cache holds no namespace specs or statuses.
 // It returns nil labels and no error when the namespace does not exist.
 func getNamespace(ctx context.Context, r client.Reader, name string) (labels.Set, error) {
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	ns := managed.PartialNamespace()
 	if err := r.Get(ctx, types.NamespacedName{Name: name}, ns); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil
@@ -208,110 +216,148 @@ func getNamespace(ctx context.Context, r client.Reader, name string) (labels.Set
 	return ns.Labels, nil
 }
 
-// ensureCopy makes sure the Pod's namespace has the entry's Secret. It reports whether the Pod should
-// reference it, and a warning for the user when something is wrong. It never fails the request: a Pod
-// admitted with a reference to a Secret that is repaired later pulls on the kubelet's next retry, whereas
-// a refused Pod may be a controller's problem for a long time.
-func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace string, dryRun bool) (bool, string) {
-	log := logf.FromContext(ctx).WithValues("namespace", namespace, "secret", e.Registry.Secret.Name)
+// ensureCopy makes sure the Pod's namespace has the entry's Secret, and returns a warning for the user when
+// something is wrong. The Pod references the Secret whatever happens: a Pod admitted with a reference to a
+// Secret that is repaired later pulls on the kubelet's next retry, whereas a refused Pod may be a
+// controller's problem for a long time. podNamed says the Pod names the Secret
+// itself, so an unmanaged Secret of that name is what it asked for and no warning is due.
+func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace string, dryRun, podNamed bool) string {
 	src := e.Registry.Secret
-	source, err := h.source(ctx, src)
-	switch {
-	case apierrors.IsNotFound(err):
-		log.Info("Source secret not found", "source", src.String())
-		return false, fmt.Sprintf("pullsecret-injector: source secret %s for registry %q does not exist, %q not added to imagePullSecrets",
-			src, e.Registry.Registry, src.Name)
-	case err != nil:
-		log.Error(err, "Cannot read source secret", "source", src.String())
-		return false, fmt.Sprintf("pullsecret-injector: cannot read source secret %s: %v", src, err)
-	}
 	if namespace == src.Namespace {
-		return true, ""
+		return h.sourceWarning(ctx, e)
 	}
-	if source.Type != corev1.SecretTypeDockerConfigJson {
-		log.Info("Source secret has the wrong type, not copied", "source", src.String(), "type", string(source.Type))
-		return true, fmt.Sprintf("pullsecret-injector: source secret %s has type %q, not %q; it was not copied into namespace %q",
-			src, source.Type, corev1.SecretTypeDockerConfigJson, namespace)
-	}
-
+	// The warm path: the copy exists and is ours. Whether it holds the source's current bytes is the
+	// reconciler's business, not the Pod's.
 	key := types.NamespacedName{Namespace: namespace, Name: src.Name}
-	existing := &corev1.Secret{}
-	err = h.Cache.Get(ctx, key, existing)
-	if err == nil {
-		return true, ownership(existing, src, namespace)
+	existing := managed.PartialSecret()
+	err := h.Cache.Get(ctx, key, existing)
+	if err == nil && managed.IsManaged(existing) {
+		return ""
 	}
-	if !apierrors.IsNotFound(err) {
-		log.V(1).Info("Copy cache read failed, falling back to the API server", "error", err.Error())
+	if err != nil && !apierrors.IsNotFound(err) {
+		logf.FromContext(ctx).V(1).Info("Copy cache read failed, falling back to the API server", "error", err.Error())
 	}
+	source, warning := h.source(ctx, e)
 	if dryRun {
 		// No write on a dry run, but the same answer as a real request, including the warning for a
 		// Secret this project does not own.
 		if err := h.APIReader.Get(ctx, key, existing); err == nil {
-			return true, ownership(existing, src, namespace)
+			return join(warning, ownership(existing, src, namespace, podNamed))
 		}
-		return true, ""
+		return warning
 	}
 	res, _, _ := h.creates.Do(key.String(), func() (any, error) {
-		return h.create(ctx, source, namespace), nil
+		// Detached from the request: the first caller's cancellation must not fail the callers sharing it.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+		defer cancel()
+		return h.create(cctx, src, source, namespace), nil
 	})
-	return true, res.(string)
+	created := res.(createResult)
+	if !created.managed {
+		return join(warning, ownership(created.existing, src, namespace, podNamed))
+	}
+	return join(warning, created.warning)
 }
 
-// source returns the source Secret from the cache, or from the API server when the cache does not have it
-// (yet): a source created just before the Pod must not make the Pod miss its secret.
-func (h *Injector) source(ctx context.Context, ref config.SecretRef) (*corev1.Secret, error) {
-	key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
-	s := &corev1.Secret{}
-	if err := h.Cache.Get(ctx, key, s); err == nil {
-		return s, nil
+// sourceWarning returns the warning for a Pod in the source's own namespace, which references the source
+// itself.
+func (h *Injector) sourceWarning(ctx context.Context, e *config.Entry) string {
+	_, warning := h.source(ctx, e)
+	return warning
+}
+
+// source returns the entry's source Secret when it can be copied, and otherwise nil and a warning. The
+// copy is then a placeholder that the reconciler fills in once the source is usable.
+func (h *Injector) source(ctx context.Context, e *config.Entry) (*corev1.Secret, string) {
+	src := e.Registry.Secret
+	log := logf.FromContext(ctx).WithValues("source", src.String())
+	s, err := h.readSource(ctx, src)
+	switch {
+	case apierrors.IsNotFound(err):
+		log.Info("Source secret not found; the Pod references its copy, which is filled in when the source exists")
+		return nil, fmt.Sprintf("pullsecret-injector: source secret %s for registry %q does not exist yet; %q is referenced "+
+			"and gets its credentials when the source is created", src, e.Registry.Registry, src.Name)
+	case err != nil:
+		log.Error(err, "Cannot read source secret")
+		return nil, fmt.Sprintf("pullsecret-injector: cannot read source secret %s, %q is referenced and gets its credentials "+
+			"when the source can be read: %v", src, src.Name, err)
+	case !managed.Usable(s):
+		log.Info("Source secret has the wrong type, not copied", "type", string(s.Type))
+		return nil, fmt.Sprintf("pullsecret-injector: source secret %s has type %q, not %q; its credentials are not copied",
+			src, s.Type, corev1.SecretTypeDockerConfigJson)
 	}
-	logf.FromContext(ctx).V(1).Info("Source secret not in cache, reading it live", "source", ref.String())
-	if err := h.APIReader.Get(ctx, key, s); err != nil {
+	return s, ""
+}
+
+// readSource returns the source Secret from memory, or from the API server when memory cannot answer or
+// does not have it (yet): a source created just before the Pod must not make the Pod miss its secret.
+func (h *Injector) readSource(ctx context.Context, ref config.SecretRef) (*corev1.Secret, error) {
+	if s, synced := h.Sources.Get(ref); s != nil {
+		return s, nil
+	} else if synced {
+		logf.FromContext(ctx).V(1).Info("Source secret not in cache, reading it live", "source", ref.String())
+	}
+	s := &corev1.Secret{}
+	if err := h.APIReader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, s); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// create creates the copy of source in namespace and returns a warning for the user, if any.
-func (h *Injector) create(ctx context.Context, source *corev1.Secret, namespace string) string {
-	log := logf.FromContext(ctx).WithValues("namespace", namespace, "secret", source.Name)
-	src := config.SecretRef{Namespace: source.Namespace, Name: source.Name}
-	cp := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        source.Name,
-			Namespace:   namespace,
-			Labels:      map[string]string{ManagedByLabel: ManagedByValue},
-			Annotations: map[string]string{SourceAnnotation: src.String()},
-		},
-		Type: source.Type,
-		Data: source.Data,
+type createResult struct {
+	// managed is false when a Secret of the copy's name exists and is not ours; existing then holds it.
+	managed  bool
+	existing metav1.Object
+	warning  string
+}
+
+// create creates the copy of src in namespace: the source's data when source is non-nil, a placeholder
+// otherwise.
+func (h *Injector) create(ctx context.Context, src config.SecretRef, source *corev1.Secret, namespace string) createResult {
+	log := logf.FromContext(ctx).WithValues("namespace", namespace, "secret", src.Name, "source", src.String())
+	cp := managed.Placeholder(src, namespace)
+	if source != nil {
+		cp = managed.Copy(source, namespace)
 	}
 	err := h.Writer.Create(ctx, cp)
 	switch {
 	case err == nil:
-		log.Info("Copied pull secret", "source", src.String())
-		return ""
+		log.Info("Copied pull secret", "placeholder", source == nil)
+		return createResult{managed: true}
 	case apierrors.IsAlreadyExists(err):
 		// Another replica, or a Secret someone else made: only the label tells which.
-		existing := &corev1.Secret{}
+		existing := managed.PartialSecret()
 		if err := h.APIReader.Get(ctx, client.ObjectKeyFromObject(cp), existing); err != nil {
 			log.Error(err, "Cannot read existing secret")
-			return fmt.Sprintf("pullsecret-injector: secret %q exists in namespace %q but cannot be read: %v", source.Name, namespace, err)
+			return createResult{managed: true, warning: fmt.Sprintf("pullsecret-injector: secret %q exists in namespace %q but cannot be read: %v",
+				src.Name, namespace, err)}
 		}
-		return ownership(existing, src, namespace)
+		return createResult{managed: managed.IsManaged(existing), existing: existing}
 	default:
-		log.Error(err, "Cannot copy pull secret", "source", src.String())
-		return fmt.Sprintf("pullsecret-injector: cannot copy secret %s into namespace %q: %v", src, namespace, err)
+		log.Error(err, "Cannot copy pull secret")
+		return createResult{managed: true, warning: fmt.Sprintf("pullsecret-injector: cannot copy secret %s into namespace %q, "+
+			"it is referenced and the next Pod that needs it tries again: %v", src, namespace, err)}
 	}
 }
 
-// ownership returns a warning when an existing Secret of the copy's name is not one this project manages.
-func ownership(existing *corev1.Secret, src config.SecretRef, namespace string) string {
-	if existing.Labels[ManagedByLabel] == ManagedByValue {
+// ownership returns a warning when an existing Secret of the copy's name is not one this project manages,
+// unless the Pod named that Secret itself.
+func ownership(existing metav1.Object, src config.SecretRef, namespace string, podNamed bool) string {
+	if managed.IsManaged(existing) || podNamed {
 		return ""
 	}
 	return fmt.Sprintf("pullsecret-injector: secret %q in namespace %q is not managed by pullsecret-injector; "+
-		"it is referenced as it is and not replaced with a copy of %s", existing.Name, namespace, src)
+		"it is referenced as it is and not replaced with a copy of %s", existing.GetName(), namespace, src)
+}
+
+func join(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
 }
 
 // patch returns the JSON patch that turns pod into mutated. Both sides are marshalled from the same typed

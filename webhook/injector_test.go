@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 )
 
 const testConfig = `
@@ -59,8 +61,27 @@ func source(name string, typ corev1.SecretType) *corev1.Secret {
 func managedCopy(ns, name string) *corev1.Secret {
 	s := source(name, corev1.SecretTypeDockerConfigJson)
 	s.Namespace = ns
-	s.Labels = map[string]string{ManagedByLabel: ManagedByValue}
+	s.Labels = map[string]string{managed.ManagedByLabel: managed.ManagedByValue}
 	return s
+}
+
+// memorySources is a SourceReader over the Secrets in the source namespace, synced from the start.
+type memorySources map[config.SecretRef]*corev1.Secret
+
+func (m memorySources) Get(ref config.SecretRef) (*corev1.Secret, bool) { return m[ref], true }
+
+// splitSources returns the source Secrets among objs as a SourceReader, and the other objects.
+func splitSources(objs []client.Object) (memorySources, []client.Object) {
+	srcs := memorySources{}
+	var rest []client.Object
+	for _, o := range objs {
+		if s, ok := o.(*corev1.Secret); ok && s.Namespace == "psi" {
+			srcs[config.SecretRef{Namespace: s.Namespace, Name: s.Name}] = s
+			continue
+		}
+		rest = append(rest, o)
+	}
+	return srcs, rest
 }
 
 func sources() []client.Object {
@@ -128,9 +149,11 @@ func newFixture(t testing.TB, cached, live []client.Object) *fixture {
 		api:    &countingReader{Reader: apiServer},
 		writer: &recordingWriter{Client: apiServer},
 	}
+	srcs, cachedRest := splitSources(cached)
 	f.injector = &Injector{
-		Matcher:   matcher,
-		Cache:     fake.NewClientBuilder().WithScheme(scheme).WithObjects(cached...).Build(),
+		Config:    config.NewStaticStore(matcher),
+		Sources:   srcs,
+		Cache:     fake.NewClientBuilder().WithScheme(scheme).WithObjects(cachedRest...).Build(),
 		APIReader: f.api,
 		Writer:    f.writer,
 		Decoder:   admission.NewDecoder(scheme),
@@ -383,19 +406,48 @@ func TestHandle(t *testing.T) {
 			wantCreated: []string{"team/quay-regcred"},
 			wantWarning: []string{`secret "quay-regcred" in namespace "team" is not managed`},
 		},
-		"missing source admits the pod with a warning and no reference": {
+		"missing source admits the pod with the reference, a placeholder copy and a warning": {
 			cached:      append(sources(), labelledTeam),
 			live:        sources(),
 			pod:         pod("missing.example.com/app", "quay.io/a/b"),
-			wantRefs:    []string{"quay-regcred"},
-			wantCreated: []string{"team/quay-regcred"},
-			wantWarning: []string{"psi/missing-regcred", "does not exist"},
+			wantRefs:    []string{"quay-regcred", "missing-regcred"},
+			wantCreated: []string{"team/quay-regcred", "team/missing-regcred"},
+			wantWarning: []string{"psi/missing-regcred", "does not exist yet"},
 		},
-		"source of the wrong type is referenced, not copied, with a warning": {
+		"missing source with its placeholder already made reads nothing and warns nothing": {
+			cached:       append(sources(), labelledTeam, managedCopy("team", "missing-regcred")),
+			pod:          pod("missing.example.com/app"),
+			wantRefs:     []string{"missing-regcred"},
+			wantAPIReads: ptr.To[int32](0),
+		},
+		"source of the wrong type is referenced with a placeholder, not copied, with a warning": {
 			cached:      append(sources(), labelledTeam),
 			pod:         pod("opaque.example.com/app"),
 			wantRefs:    []string{"opaque-regcred"},
+			wantCreated: []string{"team/opaque-regcred"},
 			wantWarning: []string{"psi/opaque-regcred", `type "Opaque"`},
+		},
+		"pod naming the configured secret itself still gets the copy, referenced once": {
+			cached: append(sources(), labelledTeam),
+			live:   sources(),
+			pod: func() *corev1.Pod {
+				p := pod("quay.io/a/b")
+				p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "quay-regcred"}}
+				return p
+			}(),
+			wantRefs:    []string{"quay-regcred"},
+			wantCreated: []string{"team/quay-regcred"},
+		},
+		"pod naming an unmanaged secret of that name itself gets no warning": {
+			cached: append(sources(), labelledTeam),
+			live:   append(sources(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "quay-regcred"}}),
+			pod: func() *corev1.Pod {
+				p := pod("quay.io/a/b")
+				p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "quay-regcred"}}
+				return p
+			}(),
+			wantRefs:    []string{"quay-regcred"},
+			wantCreated: []string{"team/quay-regcred"},
 		},
 		"failed create still references the secret, with a warning": {
 			cached:      append(sources(), labelledTeam),
@@ -442,7 +494,7 @@ func TestHandle(t *testing.T) {
 			var created []string
 			for _, s := range f.writer.created {
 				created = append(created, s.Namespace+"/"+s.Name)
-				if s.Labels[ManagedByLabel] != ManagedByValue || s.Annotations[SourceAnnotation] != "psi/"+s.Name {
+				if !managed.IsManaged(s) || s.Annotations[managed.SourceAnnotation] != "psi/"+s.Name {
 					t.Errorf("copy %s has labels %v annotations %v", s.Name, s.Labels, s.Annotations)
 				}
 				if s.Type != corev1.SecretTypeDockerConfigJson || len(s.Data[corev1.DockerConfigJsonKey]) == 0 {
@@ -462,5 +514,58 @@ func TestHandle(t *testing.T) {
 				t.Errorf("API server reads = %d, want %d", f.api.reads.Load(), *tc.wantAPIReads)
 			}
 		})
+	}
+}
+
+// gatedWriter holds every Create until release is closed, and reports when the first one has started.
+type gatedWriter struct {
+	client.Client
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (w *gatedWriter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	w.once.Do(func() { close(w.started) })
+	<-w.release
+	// As a real client does: a request whose context has ended is not sent.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return w.Client.Create(ctx, obj, opts...)
+}
+
+func TestSharedCreateSurvivesTheFirstCallersCancellation(t *testing.T) {
+	f := newFixture(t, append(sources(), namespace("team", optIn)), sources())
+	w := &gatedWriter{Client: f.writer.Client, started: make(chan struct{}), release: make(chan struct{})}
+	f.injector.Writer = w
+
+	first, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	responses := make([]admission.Response, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		responses[0] = f.injector.Handle(first, podRequest(t, "team", pod("quay.io/a/b")))
+	}()
+	<-w.started
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		responses[1] = f.injector.Handle(context.Background(), podRequest(t, "team", pod("quay.io/a/b")))
+	}()
+	// The first caller gives up (the API server's timeout, a client that went away) while the create it
+	// started is still in flight, and the second caller shares that create.
+	cancel()
+	close(w.release)
+	wg.Wait()
+	for i, resp := range responses {
+		if len(resp.Warnings) > 0 {
+			t.Errorf("response %d warnings %q, want none", i, resp.Warnings)
+		}
+	}
+	got := &corev1.Secret{}
+	if err := f.writer.Get(context.Background(), client.ObjectKey{Namespace: "team", Name: "quay-regcred"}, got); err != nil {
+		t.Fatalf("the shared create did not happen: %v", err)
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -17,38 +17,44 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 )
 
-// CacheOptions returns the informer cache the injector reads from: every Secret in the source namespaces,
-// only the managed copies elsewhere, and namespaces as metadata. Nothing else in the cluster is cached,
-// so memory does not grow with the cluster's other Secrets.
-func CacheOptions(cfg *config.Config) cache.Options {
-	secretNamespaces := map[string]cache.Config{
-		cache.AllNamespaces: {LabelSelector: labels.SelectorFromSet(labels.Set{ManagedByLabel: ManagedByValue})},
-	}
-	for _, ns := range cfg.SourceNamespaces() {
-		secretNamespaces[ns] = cache.Config{}
-	}
+// CacheOptions returns the informer cache the webhook and the reconciler read from: the managed copies
+// (Secrets labelled as managed, anywhere) and namespaces, both as trimmed metadata. No Secret data is
+// cached here, so memory grows with the number of copies, never with their size or with the cluster's
+// other Secrets; the source Secrets are cached apart, one informer each (package sources).
+func CacheOptions() cache.Options {
 	return cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Namespaces: secretNamespaces},
+			managed.PartialSecret(): {
+				Label:     labels.SelectorFromSet(labels.Set{managed.ManagedByLabel: managed.ManagedByValue}),
+				Transform: managed.TrimCopyMetadata,
+			},
+			managed.PartialNamespace(): {Transform: managed.TrimNamespaceMetadata},
 		},
 	}
 }
 
+// Synced is what readiness waits for besides the manager's cache: the source Secrets' informers.
+type Synced interface {
+	HasSynced() bool
+}
+
 // SetupWithManager registers the injector at Path on the manager's webhook server, starts the informers it
 // reads from so that readiness waits for them, and adds the readiness checks.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager, matcher *config.Matcher) error {
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	for _, obj := range []client.Object{ns, &corev1.Secret{}} {
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, sources interface {
+	SourceReader
+	Synced
+}) error {
+	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret()} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
-			return fmt.Errorf("start informer for %T: %w", obj, err)
+			return fmt.Errorf("start informer for %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, err)
 		}
 	}
 	injector := &Injector{
-		Matcher:   matcher,
+		Config:    store,
+		Sources:   sources,
 		Cache:     mgr.GetCache(),
 		APIReader: mgr.GetAPIReader(),
 		Writer:    mgr.GetClient(),
@@ -58,20 +64,28 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, matcher *config.Mat
 	if err := mgr.AddReadyzCheck("webhook-server", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("add webhook readiness check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr.GetCache())); err != nil {
+	if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr.GetCache(), sources)); err != nil {
 		return fmt.Errorf("add informer readiness check: %w", err)
 	}
 	return nil
 }
 
 // cacheSynced fails until the informers have synced, so no request is answered from an empty cache by a
-// replica that has just started.
-func cacheSynced(c cache.Cache) func(*http.Request) error {
+// replica that has just started. Sources added by a reload later do not make a serving replica unready:
+// until their informers list, the handler reads them from the API server.
+func cacheSynced(c cache.Cache, sources Synced) func(*http.Request) error {
+	var sourcesSynced atomic.Bool
 	return func(req *http.Request) error {
 		ctx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)
 		defer cancel()
 		if !c.WaitForCacheSync(ctx) {
 			return fmt.Errorf("informer caches not synced")
+		}
+		if !sourcesSynced.Load() {
+			if !sources.HasSynced() {
+				return fmt.Errorf("source secret informers not synced")
+			}
+			sourcesSynced.Store(true)
 		}
 		return nil
 	}

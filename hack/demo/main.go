@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -11,11 +12,15 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
@@ -82,14 +87,14 @@ func run(exit bool) error {
 		}
 	}()
 	mwc := cp.MutatingWebhookConfiguration("pullsecret-injector", wh.Port, &metav1.LabelSelector{
-		MatchLabels: map[string]string{"pullsecret-injector.io/inject": "enabled"},
+		MatchLabels: map[string]string{config.InjectLabel: config.InjectEnabled},
 	})
 	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
 		return err
 	}
 
 	step("Creating namespace demo, labelled pullsecret-injector.io/inject=enabled")
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"pullsecret-injector.io/inject": "enabled"}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{config.InjectLabel: config.InjectEnabled}}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		return err
 	}
@@ -128,6 +133,26 @@ func run(exit bool) error {
 		fmt.Printf("  data[%s]: %d bytes\n", k, len(copied.Data[k]))
 	}
 
+	step("Rotating the source: updating pullsecret-injector/example-regcred with new credentials")
+	src, err := cs.CoreV1().Secrets("pullsecret-injector").Get(ctx, "example-regcred", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	rotated := []byte(`{"auths":{"registry.example.com":{"auth":"ZGVtbzpyb3RhdGVk"}}}`)
+	src.Data = map[string][]byte{corev1.DockerConfigJsonKey: rotated}
+	if _, err := cs.CoreV1().Secrets("pullsecret-injector").Update(ctx, src, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	rotatedAt := time.Now()
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		c, err := cs.CoreV1().Secrets("demo").Get(ctx, "example-regcred", metav1.GetOptions{})
+		return err == nil && bytes.Equal(c.Data[corev1.DockerConfigJsonKey], rotated), nil
+	}); err != nil {
+		return fmt.Errorf("wait for the copy to follow its source: %w", err)
+	}
+	fmt.Printf("The copy demo/example-regcred holds the new credentials %v after the source changed.\n",
+		time.Since(rotatedAt).Round(time.Millisecond))
+
 	if exit {
 		return nil
 	}
@@ -136,6 +161,8 @@ func run(exit bool) error {
 	fmt.Println("  kubectl create namespace shop && kubectl label namespace shop pullsecret-injector.io/inject=enabled")
 	fmt.Println("  kubectl -n shop run web --image=registry.example.com/shop/web:2")
 	fmt.Println("  kubectl -n shop get pod web -o jsonpath='{.spec.imagePullSecrets}'")
+	fmt.Println("  kubectl get secrets -A -l " + managed.Selector + "   # every copy")
+	fmt.Println("  kubectl label namespace shop pullsecret-injector.io/inject-   # opt out: the copy goes once no Pod uses it")
 	fmt.Printf("  (the webhook's log: %s)\n", wh.LogPath)
 	fmt.Println("Press Ctrl-C to stop and clean up.")
 	<-ctx.Done()

@@ -135,6 +135,23 @@ func one[T any](t *testing.T, objs []*unstructured.Unstructured, kind string) *T
 	return out
 }
 
+// named returns the rendered object of kind named name, converted into the typed object into.
+func named[T any](t *testing.T, objs []*unstructured.Unstructured, kind, name string) *T {
+	t.Helper()
+	for _, o := range find(objs, kind) {
+		if o.GetName() != name {
+			continue
+		}
+		out := new(T)
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, out); err != nil {
+			t.Fatalf("convert %s %q: %v", kind, name, err)
+		}
+		return out
+	}
+	t.Fatalf("rendered no %s named %q", kind, name)
+	return nil
+}
+
 // kinds returns the kinds of objs, in order.
 func kinds(objs []*unstructured.Unstructured) []string {
 	var out []string

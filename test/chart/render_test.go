@@ -113,7 +113,17 @@ topologySpreadConstraints:
 podDisruptionBudget: {minAvailable: 2}
 podAnnotations: {example.com/owner: platform}
 podLabels: {example.com/tier: admission}
+reconciler:
+  resyncPeriod: 30m
+  revocationRecheck: 5m
+  workers: 8
+  qps: 12.5
+  burst: 25
 `, check: checkProduction},
+	{name: "leader election off", values: `
+leaderElection: {enabled: false}
+replicaCount: 1
+`, check: checkNoLeaderElection},
 	{name: "one replica, Recreate, no RBAC, no PodDisruptionBudget", values: `
 rbac: {create: false}
 podDisruptionBudget: {enabled: false}
@@ -202,6 +212,11 @@ func checkConfigLoads(t *testing.T, objs []*unstructured.Unstructured) {
 	for _, m := range c.VolumeMounts {
 		if rest, ok := strings.CutPrefix(path, m.MountPath+"/"); ok && rest == "config.yaml" {
 			volume = m.Name
+			// The kubelet never refreshes a subPath mount, and the binary relies on the refresh to pick up a
+			// changed configuration without a restart.
+			if m.SubPath != "" {
+				t.Errorf("the configuration is mounted with subPath %q: a changed ConfigMap would never reach the binary", m.SubPath)
+			}
 		}
 	}
 	var mounted string
@@ -250,7 +265,7 @@ func wantWebhook(namespace string) admissionregistrationv1.MutatingWebhook {
 
 func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstructured) {
 	wantKinds := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration",
-		"PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
+		"PodDisruptionBudget", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount"}
 	gotKinds := kinds(objs)
 	slices.Sort(gotKinds)
 	if diff := cmp.Diff(wantKinds, gotKinds); diff != "" {
@@ -299,6 +314,14 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 		"--cert-validity=2160h",
 		"--cert-renew-before=720h",
 		"--ca-propagation-delay=5m",
+		"--leader-elect=true",
+		"--leader-election-namespace=" + namespace,
+		"--leader-election-id=" + fullname,
+		"--resync-period=10m",
+		"--revocation-recheck=1m",
+		"--reconciler-workers=4",
+		"--reconciler-qps=50",
+		"--reconciler-burst=100",
 	}
 	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 		t.Errorf("container args (-want +got):\n%s", diff)
@@ -336,8 +359,10 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 	if diff := cmp.Diff(wantSpread, d.Spec.Template.Spec.TopologySpreadConstraints); diff != "" {
 		t.Errorf("topology spread (-want +got):\n%s", diff)
 	}
-	if d.Spec.Template.Annotations["checksum/config"] == "" {
-		t.Error("Pod template has no checksum/config annotation: a configuration change would not roll the Pods")
+	// The binary rereads its configuration, so nothing derived from it may be in the Pod template: a
+	// registries change would roll every Pod for nothing.
+	if len(d.Spec.Template.Annotations) != 0 {
+		t.Errorf("Pod template annotations %v, want none with the default values", d.Spec.Template.Annotations)
 	}
 
 	svc := one[corev1.Service](t, objs, "Service")
@@ -358,13 +383,16 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"patch"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"delete"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 			ResourceNames: []string{fullname}, Verbs: []string{"get", "list", "watch", "update"}},
 	}
 	if diff := cmp.Diff(wantRules, cr.Rules); diff != "" {
 		t.Errorf("ClusterRole rules (-want +got):\n%s", diff)
 	}
-	role := one[rbacv1.Role](t, objs, "Role")
+	role := named[rbacv1.Role](t, objs, "Role", fullname)
 	wantRoleRules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{fullname + "-cert"}, Verbs: []string{"get", "list", "watch", "update"}},
@@ -372,7 +400,28 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 	if diff := cmp.Diff(wantRoleRules, role.Rules); diff != "" {
 		t.Errorf("Role rules (-want +got):\n%s", diff)
 	}
+	checkLeaderElectionRole(t, objs)
 	checkBindings(t, objs, namespace, fullname)
+}
+
+// leaderElectionRole is the name of the Role that leader election needs, in both certificate modes.
+const leaderElectionRole = fullname + "-leader-election"
+
+// checkLeaderElectionRole checks the leader election Role's rules: the Lease named by --leader-election-id
+// alone, and the events leader election records.
+func checkLeaderElectionRole(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	c := container(t, one[appsv1.Deployment](t, objs, "Deployment"))
+	lease, _ := flagValue(c.Args, "leader-election-id")
+	role := named[rbacv1.Role](t, objs, "Role", leaderElectionRole)
+	want := []rbacv1.PolicyRule{
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{lease}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	}
+	if diff := cmp.Diff(want, role.Rules); diff != "" {
+		t.Errorf("leader election Role rules (-want +got):\n%s", diff)
+	}
 }
 
 // checkBindings checks that every binding grants its role to the ServiceAccount the Deployment runs as.
@@ -383,6 +432,12 @@ func checkBindings(t *testing.T, objs []*unstructured.Unstructured, namespace, s
 		t.Errorf("Deployment runs as ServiceAccount %q, want %q", got, serviceAccount)
 	}
 	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: serviceAccount, Namespace: namespace}}
+	roles := map[string]bool{}
+	for _, kind := range []string{"ClusterRole", "Role"} {
+		for _, obj := range find(objs, kind) {
+			roles[kind+"/"+obj.GetName()] = true
+		}
+	}
 	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
 		for _, obj := range find(objs, kind) {
 			// ClusterRoleBinding and RoleBinding have the same fields.
@@ -392,6 +447,9 @@ func checkBindings(t *testing.T, objs []*unstructured.Unstructured, namespace, s
 			}
 			if diff := cmp.Diff(want, b.Subjects); diff != "" {
 				t.Errorf("%s %q subjects (-want +got):\n%s", kind, obj.GetName(), diff)
+			}
+			if ref := b.RoleRef.Kind + "/" + b.RoleRef.Name; !roles[ref] {
+				t.Errorf("%s %q binds %s, which the chart does not render", kind, obj.GetName(), ref)
 			}
 		}
 	}
@@ -456,9 +514,11 @@ func checkCertManager(issuerRef map[string]any) func(t *testing.T, namespace str
 		if mountedSecret != secretName {
 			t.Errorf("--cert-dir=%s holds Secret %q, want the Certificate's Secret %q", certDir, mountedSecret, secretName)
 		}
-		if n := len(find(objs, "Role")); n != 0 {
-			t.Errorf("rendered %d Roles in cert-manager mode, want none (the certificate Secret is only mounted)", n)
+		// The certificate Secret is only mounted: the one Role is leader election's, and grants no Secret.
+		if n := len(find(objs, "Role")); n != 1 {
+			t.Errorf("rendered %d Roles in cert-manager mode, want only leader election's", n)
 		}
+		checkLeaderElectionRole(t, objs)
 		cr := one[rbacv1.ClusterRole](t, objs, "ClusterRole")
 		for _, r := range cr.Rules {
 			if slices.Contains(r.Resources, "mutatingwebhookconfigurations") {
@@ -563,6 +623,13 @@ func checkProduction(t *testing.T, namespace string, objs []*unstructured.Unstru
 		"ca-validity":               "17520h",
 		"service-name":              "injector",
 		"webhook-config-name":       "injector",
+		"leader-election-id":        "injector",
+		"leader-election-namespace": namespace,
+		"resync-period":             "30m",
+		"revocation-recheck":        "5m",
+		"reconciler-workers":        "8",
+		"reconciler-qps":            "12.5",
+		"reconciler-burst":          "25",
 	} {
 		if got, _ := flagValue(c.Args, flag); got != want {
 			t.Errorf("--%s=%q, want %q", flag, got, want)
@@ -619,6 +686,37 @@ func checkProduction(t *testing.T, namespace string, objs []*unstructured.Unstru
 	}
 }
 
+// checkNoLeaderElection checks that with leader election off the binary is told so and the chart grants
+// nothing on Leases or Events.
+func checkNoLeaderElection(t *testing.T, namespace string, objs []*unstructured.Unstructured) {
+	c := container(t, one[appsv1.Deployment](t, objs, "Deployment"))
+	if got, _ := flagValue(c.Args, "leader-elect"); got != "false" {
+		t.Errorf("--leader-elect=%s, want false", got)
+	}
+	for _, flag := range []string{"leader-election-namespace", "leader-election-id"} {
+		if v, ok := flagValue(c.Args, flag); ok {
+			t.Errorf("--%s=%s set with leader election off", flag, v)
+		}
+	}
+	if n := len(find(objs, "Role")); n != 1 {
+		t.Errorf("rendered %d Roles, want only the certificate Secret's", n)
+	}
+	for _, kind := range []string{"ClusterRole", "Role"} {
+		for _, obj := range find(objs, kind) {
+			var r rbacv1.Role // ClusterRole's rules have the same fields.
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &r); err != nil {
+				t.Fatalf("convert %s: %v", kind, err)
+			}
+			for _, rule := range r.Rules {
+				if slices.Contains(rule.Resources, "leases") || slices.Contains(rule.Resources, "events") {
+					t.Errorf("%s %q grants %v on %v with leader election off", kind, obj.GetName(), rule.Verbs, rule.Resources)
+				}
+			}
+		}
+	}
+	checkBindings(t, objs, namespace, fullname)
+}
+
 func checkMinimal(t *testing.T, _ string, objs []*unstructured.Unstructured) {
 	wantKinds := []string{"ConfigMap", "Deployment", "MutatingWebhookConfiguration", "Service", "ServiceAccount"}
 	gotKinds := kinds(objs)
@@ -660,6 +758,11 @@ func TestSchemaRejects(t *testing.T) {
 		{"digest that is not a sha256 digest", "image: {digest: latest}\n", "'/image/digest'"},
 		{"duration that Go cannot parse", "certs: {certValidity: 90d}\n", "'/certs/certValidity'"},
 		{"misspelled selector field", "namespaceSelector: {matchLabel: {a: b}}\n", "additional properties 'matchLabel'"},
+		{"misspelled reconciler value", "reconciler: {worker: 2}\n", "additional properties 'worker'"},
+		{"reconciler duration that Go cannot parse", "reconciler: {resyncPeriod: 1d}\n", "'/reconciler/resyncPeriod'"},
+		{"reconciler qps of zero", "reconciler: {qps: 0}\n", "'/reconciler/qps'"},
+		{"reconciler workers that are not a whole number", "reconciler: {workers: 1.5}\n", "'/reconciler/workers'"},
+		{"leaderElection.enabled that is not a boolean", "leaderElection: {enabled: \"yes\"}\n", "'/leaderElection/enabled'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := template(t, release, "schema", tc.values)

@@ -14,9 +14,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-)
 
-const managedSelector = "app.kubernetes.io/managed-by=pullsecret-injector"
+	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+)
 
 var nsCounter atomic.Int64
 
@@ -69,7 +70,7 @@ func createPod(t *testing.T, namespace string, pod *corev1.Pod) (*corev1.Pod, []
 
 func managedCopies(t *testing.T, namespace string) []corev1.Secret {
 	t.Helper()
-	list, err := admin.CoreV1().Secrets(namespace).List(context.Background(), metav1.ListOptions{LabelSelector: managedSelector})
+	list, err := admin.CoreV1().Secrets(namespace).List(context.Background(), metav1.ListOptions{LabelSelector: managed.Selector})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,10 +117,10 @@ func TestLabelledNamespaceGetsReferenceAndCopy(t *testing.T) {
 	if diff := cmp.Diff(source.Data, copied.Data); diff != "" {
 		t.Errorf("copy data (-want +got):\n%s", diff)
 	}
-	if got := copied.Labels["app.kubernetes.io/managed-by"]; got != "pullsecret-injector" {
+	if got := copied.Labels[managed.ManagedByLabel]; got != managed.ManagedByValue {
 		t.Errorf("copy managed-by label = %q", got)
 	}
-	if got := copied.Annotations["pullsecret-injector.io/source"]; got != "pullsecret-injector/team-a-regcred" {
+	if got := copied.Annotations[managed.SourceAnnotation]; got != sourceNamespace+"/team-a-regcred" {
 		t.Errorf("copy source annotation = %q", got)
 	}
 }
@@ -133,7 +134,7 @@ func TestNothingChanges(t *testing.T) {
 			pod: podWith("app", "registry.example.com:5000/team-a/app:1.0"),
 		},
 		"namespace labelled with another value": {
-			labels: map[string]string{"pullsecret-injector.io/inject": "disabled"},
+			labels: map[string]string{config.InjectLabel: config.InjectDisabled},
 			pod:    podWith("app", "quay.io/org/app"),
 		},
 		"unconfigured registry": {
@@ -144,7 +145,7 @@ func TestNothingChanges(t *testing.T) {
 			labels: optIn(),
 			pod: func() *corev1.Pod {
 				p := podWith("app", "quay.io/org/app")
-				p.Labels = map[string]string{"pullsecret-injector.io/inject": "disabled"}
+				p.Labels = map[string]string{config.InjectLabel: config.InjectDisabled}
 				return p
 			}(),
 		},
@@ -191,8 +192,9 @@ func TestImagesMapToMatchingSecretsInConfigOrder(t *testing.T) {
 	for _, s := range managedCopies(t, ns) {
 		names = append(names, s.Name)
 	}
-	// quay-regcred was referenced already, so the Pod's author provides it; no copy is made for it.
-	if diff := cmp.Diff([]string{"hub-regcred", "team-a-regcred"}, names); diff != "" {
+	// quay-regcred was named by the Pod already: it is not added again, but its copy is still made, so a
+	// chart that hard-codes the name works in a newly opted-in namespace.
+	if diff := cmp.Diff([]string{"hub-regcred", "quay-regcred", "team-a-regcred"}, names); diff != "" {
 		t.Errorf("managed copies (-want +got):\n%s", diff)
 	}
 }
@@ -254,11 +256,12 @@ func TestBrokenSourcesNeverBlockThePod(t *testing.T) {
 		wantRefs []string
 		wantWarn []string
 	}{
-		"missing source": {
+		"missing source is referenced, with a placeholder copy": {
 			image:    "missing.example.com/app",
-			wantWarn: []string{"pullsecret-injector/missing-regcred", "does not exist"},
+			wantRefs: []string{"missing-regcred"},
+			wantWarn: []string{"pullsecret-injector/missing-regcred", "does not exist yet"},
 		},
-		"source of the wrong type is referenced but not copied": {
+		"source of the wrong type is referenced, with a placeholder copy": {
 			image:    "opaque.example.com/app",
 			wantRefs: []string{"opaque-regcred"},
 			wantWarn: []string{"pullsecret-injector/opaque-regcred", `type "Opaque"`},
@@ -273,8 +276,14 @@ func TestBrokenSourcesNeverBlockThePod(t *testing.T) {
 			if !containsAll(warns, tc.wantWarn...) {
 				t.Errorf("warnings %q do not contain %q", warns, tc.wantWarn)
 			}
-			if copies := managedCopies(t, ns); len(copies) != 0 {
-				t.Errorf("%d managed secrets, want none", len(copies))
+			copies := managedCopies(t, ns)
+			if len(copies) != 1 {
+				t.Fatalf("%d managed secrets, want the placeholder", len(copies))
+			}
+			want := managed.Placeholder(config.SecretRef{Namespace: sourceNamespace, Name: tc.wantRefs[0]}, ns)
+			if copies[0].Type != want.Type || string(copies[0].Data[corev1.DockerConfigJsonKey]) != string(want.Data[corev1.DockerConfigJsonKey]) {
+				t.Errorf("copy has type %q and data %q, want the placeholder %q", copies[0].Type,
+					copies[0].Data[corev1.DockerConfigJsonKey], want.Data[corev1.DockerConfigJsonKey])
 			}
 		})
 	}

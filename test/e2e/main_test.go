@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
@@ -39,6 +40,23 @@ registries:
     secret: {namespace: pullsecret-injector, name: conflict-regcred}
   - registry: opaque.example.com
     secret: {namespace: pullsecret-injector, name: opaque-regcred}
+` + lifecycleEntries
+
+// lifecycleEntries give each lifecycle test a Secret of its own, so that no test's rotation, revocation or
+// reload touches another's copies.
+const lifecycleEntries = `
+  - registry: rotate.example.com
+    secret: {namespace: pullsecret-injector, name: rotate-regcred}
+  - registry: drift.example.com
+    secret: {namespace: pullsecret-injector, name: drift-regcred}
+  - registry: appears.example.com
+    secret: {namespace: pullsecret-injector, name: appears-regcred}
+  - registry: revoke.example.com
+    secret: {namespace: pullsecret-injector, name: revoke-regcred}
+  - registry: removed.example.com
+    secret: {namespace: pullsecret-injector, name: removed-regcred}
+  - registry: guard.example.com
+    secret: {namespace: pullsecret-injector, name: guard-regcred}
 `
 
 var (
@@ -133,6 +151,11 @@ func createSources(ctx context.Context) error {
 		pullSecret("hub-regcred", "https://index.docker.io/v1/"),
 		pullSecret("quay-regcred", "quay.io"),
 		pullSecret("conflict-regcred", "conflict.example.com"),
+		pullSecret("rotate-regcred", "rotate.example.com"),
+		pullSecret("drift-regcred", "drift.example.com"),
+		pullSecret("revoke-regcred", "revoke.example.com"),
+		pullSecret("removed-regcred", "removed.example.com"),
+		pullSecret("guard-regcred", "guard.example.com"),
 		{
 			ObjectMeta: metav1.ObjectMeta{Name: "opaque-regcred"},
 			Type:       corev1.SecretTypeOpaque,
@@ -156,7 +179,7 @@ func pullSecret(name, registry string) *corev1.Secret {
 }
 
 func optIn() map[string]string {
-	return map[string]string{"pullsecret-injector.io/inject": "enabled"}
+	return map[string]string{config.InjectLabel: config.InjectEnabled}
 }
 
 func createNamespace(ctx context.Context, name string, labels map[string]string) error {

@@ -32,6 +32,15 @@ import (
 // K8sVersion is the version of the control plane binaries the tests run against.
 const K8sVersion = "1.37.2"
 
+const (
+	// ConfigFile is the configuration's file name inside Webhook.ConfigDir, as the chart mounts it.
+	ConfigFile = "config.yaml"
+	// LeaseNamespace is where the webhooks a test starts elect their leader by default.
+	LeaseNamespace = "default"
+	// LeaseName is the Lease the webhooks a test starts elect their leader with by default.
+	LeaseName = "pullsecret-injector-test"
+)
+
 // RepoRoot returns the root of the source tree this package was compiled from.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
@@ -134,6 +143,8 @@ type Webhook struct {
 	ProbeAddr string
 	// LogPath is the file the process writes its output to.
 	LogPath string
+	// ConfigDir holds the configuration as a ConfigMap volume does; UpdateConfig swaps it.
+	ConfigDir string
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -159,26 +170,32 @@ func (cp *ControlPlane) StartWebhook(ctx context.Context, binary string, configY
 // StartWebhookNoWait is StartWebhook without the wait for /readyz, for a process expected to stay unready
 // for a while, or several processes started at the same moment. Call WaitReady when it should be ready.
 func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, extraArgs ...string) (*Webhook, error) {
-	f, err := os.CreateTemp(cp.Dir, "config-*.yaml")
+	configDir, err := os.MkdirTemp(cp.Dir, "config-")
 	if err != nil {
-		return nil, fmt.Errorf("create config file: %w", err)
+		return nil, fmt.Errorf("create config directory: %w", err)
 	}
-	if _, err := f.Write(configYAML); err != nil {
-		return nil, fmt.Errorf("write config file: %w", err)
+	if err := WriteConfigMapVolume(configDir, ConfigFile, configYAML); err != nil {
+		return nil, err
 	}
-	_ = f.Close()
 	ports, err := FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	w := &Webhook{Port: ports[0], ProbeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])), done: make(chan struct{})}
+	w := &Webhook{Port: ports[0], ProbeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])), done: make(chan struct{}),
+		ConfigDir: configDir}
 	logFile, err := os.CreateTemp(cp.Dir, "webhook-*.log")
 	if err != nil {
 		return nil, fmt.Errorf("create log file: %w", err)
 	}
 	w.LogPath = logFile.Name()
 	args := append([]string{
-		"--config", f.Name(),
+		"--config", filepath.Join(configDir, ConfigFile),
+		"--config-reload-interval", "500ms",
+		// Every webhook of one control plane competes for the same Lease, as the replicas of one release
+		// do, so one reconciler runs at a time; a test that wants its own passes --leader-election-id.
+		"--leader-election-namespace", LeaseNamespace,
+		"--leader-election-id", LeaseName,
+		"--revocation-recheck", "2s",
 		"--kubeconfig", cp.Kubeconfig,
 		"--cert-dir", cp.CertDir,
 		"--webhook-host", "127.0.0.1",
@@ -204,6 +221,30 @@ func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, ext
 		close(w.done)
 	}()
 	return w, nil
+}
+
+// UpdateConfig replaces the webhook's configuration the way the kubelet updates a ConfigMap volume.
+func (w *Webhook) UpdateConfig(configYAML []byte) error {
+	return WriteConfigMapVolume(w.ConfigDir, ConfigFile, configYAML)
+}
+
+// Pid returns the process id, for a test that signals the process itself.
+func (w *Webhook) Pid() int { return w.cmd.Process.Pid }
+
+// Kill kills the process at once, as a node failure would, and waits for it.
+func (w *Webhook) Kill() {
+	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
+	<-w.done
+}
+
+// Exited reports whether the process has exited.
+func (w *Webhook) Exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // WaitReady polls /readyz until it answers 200, the process exits, or timeout passes.

@@ -80,6 +80,14 @@ Like the ClusterRole it is cluster-scoped: install one release per cluster.
 {{- end }}
 
 {{/*
+Name of the Lease the replicas elect their leader with, in the release namespace; also
+--leader-election-id and the resourceNames of the leader election Role.
+*/}}
+{{- define "pullsecret-injector.leaderElectionID" -}}
+{{- include "pullsecret-injector.fullname" . }}
+{{- end }}
+
+{{/*
 Secret holding the serving certificate: written by the binary in self mode, by cert-manager otherwise.
 */}}
 {{- define "pullsecret-injector.certSecretName" -}}

@@ -1,0 +1,449 @@
+package reconciler
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+)
+
+const testConfig = `
+registries:
+  - registry: quay.io
+    secret: {namespace: psi, name: quay-regcred}
+  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
+    secret: {namespace: psi, name: ecr-regcred}
+    namespaceSelector: {matchLabels: {team: payments}}
+`
+
+var (
+	quayRef = config.SecretRef{Namespace: "psi", Name: "quay-regcred"}
+	optIn   = map[string]string{config.InjectLabel: config.InjectEnabled}
+)
+
+func TestDecide(t *testing.T) {
+	for name, tc := range map[string]struct {
+		exists, isManaged, isSource, hasEntry, selected bool
+		want                                            Action
+	}{
+		"a source is never written, even labelled as managed":       {exists: true, isManaged: true, isSource: true, hasEntry: true, want: Ignore},
+		"an unmanaged Secret of a configured name is never written": {exists: true, hasEntry: true, selected: true, want: Ignore},
+		"a copy deleted from a selected namespace is recreated":     {hasEntry: true, selected: true, want: Create},
+		"a deleted copy in an unselected namespace is forgotten":    {hasEntry: true, want: Forget},
+		"a deleted Secret of an unconfigured name is forgotten":     {want: Forget},
+		"a copy in a selected namespace is synced":                  {exists: true, isManaged: true, hasEntry: true, selected: true, want: Sync},
+		"a copy in an unselected namespace is revoked":              {exists: true, isManaged: true, hasEntry: true, want: Revoke},
+		"a copy no entry names any more is revoked":                 {exists: true, isManaged: true, want: Revoke},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := Decide(tc.exists, tc.isManaged, tc.isSource, tc.hasEntry, tc.selected); got != tc.want {
+				t.Errorf("Decide = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+type memorySources map[config.SecretRef]*corev1.Secret
+
+func (m memorySources) Get(ref config.SecretRef) (*corev1.Secret, bool) { return m[ref], true }
+
+// countingClient counts the reads and writes that reach the API server.
+type countingClient struct {
+	client.Client
+	reads, writes atomic.Int32
+}
+
+func (c *countingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c.reads.Add(1)
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+func (c *countingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	c.reads.Add(1)
+	return c.Client.List(ctx, list, opts...)
+}
+
+func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	c.writes.Add(1)
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c *countingClient) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+	c.writes.Add(1)
+	return c.Client.Patch(ctx, obj, p, opts...)
+}
+
+func (c *countingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
+	c.writes.Add(1)
+	return c.Client.Delete(ctx, obj, opts...)
+}
+
+func dockerConfig(password string) []byte {
+	return []byte(`{"auths":{"quay.io":{"username":"u","password":"` + password + `"}}}`)
+}
+
+func sourceSecret(name string, data []byte) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "psi", Name: name},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}
+}
+
+// oldCopy returns a copy of src in ns created an hour ago, old enough to be revoked.
+func oldCopy(src *corev1.Secret, ns string) *corev1.Secret {
+	c := managed.Copy(src, ns)
+	c.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+	return c
+}
+
+type fixture struct {
+	r      *Reconciler
+	api    *countingClient
+	cache  client.Client
+	source *corev1.Secret
+}
+
+// newFixture builds a reconciler whose cache and API server both hold objs (the cache is a second fake
+// client over the same objects, so API reads and cache reads are told apart).
+func newFixture(t *testing.T, src *corev1.Secret, objs ...client.Object) *fixture {
+	t.Helper()
+	m, err := config.Parse([]byte(testConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	matcher, err := config.NewMatcher(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	all := append([]client.Object{}, objs...)
+	if src != nil {
+		all = append(all, src)
+	}
+	api := &countingClient{Client: fake.NewClientBuilder().WithScheme(scheme).WithObjects(all...).Build()}
+	srcs := memorySources{}
+	if src != nil {
+		srcs[config.SecretRef{Namespace: src.Namespace, Name: src.Name}] = src
+	}
+	f := &fixture{api: api, cache: api.Client, source: src}
+	f.r = &Reconciler{
+		Config:            config.NewStaticStore(matcher),
+		Sources:           srcs,
+		Cache:             api.Client,
+		APIReader:         api,
+		Client:            api,
+		RevocationRecheck: time.Minute,
+	}
+	return f
+}
+
+func (f *fixture) reconcile(t *testing.T, ns, name string) reconcile.Result {
+	t.Helper()
+	res, err := f.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+	if err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	return res
+}
+
+func (f *fixture) secret(t *testing.T, ns, name string) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{}
+	if err := f.api.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		t.Fatal(err)
+	}
+	return s
+}
+
+func namespace(name string, labels map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+}
+
+func podUsing(ns, secret string, phase corev1.PodPhase) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app-" + string(phase)},
+		Spec:       corev1.PodSpec{ImagePullSecrets: []corev1.LocalObjectReference{{Name: secret}}},
+		Status:     corev1.PodStatus{Phase: phase},
+	}
+}
+
+func TestReconcileSync(t *testing.T) {
+	src := sourceSecret("quay-regcred", dockerConfig("new"))
+	for name, tc := range map[string]struct {
+		copy       *corev1.Secret
+		wantWrites int32
+		// replaced: the copy was deleted and created anew.
+		replaced bool
+	}{
+		"a copy in step is not written": {
+			copy: managed.Copy(src, "team"),
+		},
+		"a copy with old data is updated": {
+			copy:       managed.Copy(sourceSecret("quay-regcred", dockerConfig("old")), "team"),
+			wantWrites: 1,
+		},
+		"a copy with an extra key loses it": {
+			copy: func() *corev1.Secret {
+				c := managed.Copy(src, "team")
+				c.Data["extra"] = []byte("x")
+				return c
+			}(),
+			wantWrites: 1,
+		},
+		"a placeholder is filled in": {
+			copy:       managed.Placeholder(quayRef, "team"),
+			wantWrites: 1,
+		},
+		"an immutable copy is replaced": {
+			copy: func() *corev1.Secret {
+				c := managed.Copy(sourceSecret("quay-regcred", dockerConfig("old")), "team")
+				c.Immutable = ptr.To(true)
+				return c
+			}(),
+			wantWrites: 2,
+			replaced:   true,
+		},
+		"a copy of another type is replaced": {
+			copy: func() *corev1.Secret {
+				c := managed.Copy(src, "team")
+				c.Type = corev1.SecretTypeOpaque
+				return c
+			}(),
+			wantWrites: 2,
+			replaced:   true,
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			// The fake API server assigns no UIDs: a seeded one tells the original from a replacement.
+			tc.copy.UID = "original"
+			f := newFixture(t, src, namespace("team", optIn), tc.copy)
+			before := f.secret(t, "team", "quay-regcred")
+			f.reconcile(t, "team", "quay-regcred")
+			got := f.secret(t, "team", "quay-regcred")
+			if got == nil {
+				t.Fatal("copy is gone")
+			}
+			if !managed.InSync(got, src) {
+				t.Errorf("copy not in sync: type %q data %q", got.Type, got.Data)
+			}
+			if n := f.api.writes.Load(); n != tc.wantWrites {
+				t.Errorf("writes = %d, want %d", n, tc.wantWrites)
+			}
+			if replaced := got.UID != before.UID; replaced != tc.replaced {
+				t.Errorf("replaced = %v, want %v", replaced, tc.replaced)
+			}
+			// A second pass over the same copy costs nothing: the resourceVersion has not moved.
+			reads, writes := f.api.reads.Load(), f.api.writes.Load()
+			f.reconcile(t, "team", "quay-regcred")
+			if f.api.reads.Load() != reads || f.api.writes.Load() != writes {
+				t.Errorf("second pass made %d reads and %d writes, want none", f.api.reads.Load()-reads, f.api.writes.Load()-writes)
+			}
+		})
+	}
+}
+
+func TestReconcileRotationNeedsNoRead(t *testing.T) {
+	src := sourceSecret("quay-regcred", dockerConfig("v1"))
+	f := newFixture(t, src, namespace("team", optIn), managed.Copy(src, "team"))
+	f.reconcile(t, "team", "quay-regcred") // verifies the copy: one read
+	rotated := sourceSecret("quay-regcred", dockerConfig("v2"))
+	f.r.Sources = memorySources{quayRef: rotated}
+	reads := f.api.reads.Load()
+	f.reconcile(t, "team", "quay-regcred")
+	if n := f.api.reads.Load() - reads; n != 0 {
+		t.Errorf("rotation of a verified copy read the API server %d times, want 0", n)
+	}
+	if got := f.secret(t, "team", "quay-regcred"); !managed.InSync(got, rotated) {
+		t.Errorf("copy not rotated: %q", got.Data)
+	}
+}
+
+func TestReconcileKeepsCopiesOfBrokenSources(t *testing.T) {
+	good := managed.Copy(sourceSecret("quay-regcred", dockerConfig("good")), "team")
+	for name, src := range map[string]*corev1.Secret{
+		"source deleted": nil,
+		"source of the wrong type": func() *corev1.Secret {
+			s := sourceSecret("quay-regcred", nil)
+			s.Type, s.Data = corev1.SecretTypeOpaque, map[string][]byte{"token": []byte("t")}
+			return s
+		}(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, src, namespace("team", optIn), good.DeepCopy())
+			f.reconcile(t, "team", "quay-regcred")
+			if got := f.secret(t, "team", "quay-regcred"); got == nil || !cmp.Equal(good.Data, got.Data) {
+				t.Errorf("copy changed or deleted: %v", got)
+			}
+			if n := f.api.writes.Load(); n != 0 {
+				t.Errorf("writes = %d, want 0", n)
+			}
+		})
+	}
+}
+
+func TestReconcileCreatesDeletedCopy(t *testing.T) {
+	for name, tc := range map[string]struct {
+		src         *corev1.Secret
+		placeholder bool
+	}{
+		"from the source":                 {src: sourceSecret("quay-regcred", dockerConfig("v1"))},
+		"as a placeholder without source": {placeholder: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, tc.src, namespace("team", optIn))
+			f.reconcile(t, "team", "quay-regcred")
+			got := f.secret(t, "team", "quay-regcred")
+			if got == nil {
+				t.Fatal("copy not created")
+			}
+			want := managed.Placeholder(quayRef, "team")
+			if !tc.placeholder {
+				want = managed.Copy(tc.src, "team")
+			}
+			if !cmp.Equal(want.Data, got.Data) || !managed.IsManaged(got) {
+				t.Errorf("created %v, want %v", got, want)
+			}
+		})
+	}
+	t.Run("not in a namespace that is not selected", func(t *testing.T) {
+		f := newFixture(t, sourceSecret("quay-regcred", dockerConfig("v1")), namespace("team", nil))
+		f.reconcile(t, "team", "quay-regcred")
+		if f.api.writes.Load() != 0 {
+			t.Error("created a copy in a namespace that is not opted in")
+		}
+	})
+	t.Run("not in a terminating namespace", func(t *testing.T) {
+		ns := namespace("team", optIn)
+		ns.DeletionTimestamp = ptr.To(metav1.Now())
+		ns.Finalizers = []string{"kubernetes"}
+		f := newFixture(t, sourceSecret("quay-regcred", dockerConfig("v1")), ns)
+		f.reconcile(t, "team", "quay-regcred")
+		if f.api.writes.Load() != 0 {
+			t.Error("created a copy in a terminating namespace")
+		}
+	})
+}
+
+func TestReconcileRevokes(t *testing.T) {
+	src := sourceSecret("quay-regcred", dockerConfig("v1"))
+	ecr := sourceSecret("ecr-regcred", dockerConfig("ecr"))
+	for name, tc := range map[string]struct {
+		objs        []client.Object
+		key         string
+		wantDeleted bool
+		wantRequeue bool
+	}{
+		"namespace opted out, no Pod": {
+			objs:        []client.Object{namespace("team", nil), oldCopy(src, "team")},
+			key:         "quay-regcred",
+			wantDeleted: true,
+		},
+		"entry selector no longer matches": {
+			objs:        []client.Object{namespace("team", optIn), oldCopy(ecr, "team")},
+			key:         "ecr-regcred",
+			wantDeleted: true,
+		},
+		"no entry names the copy any more": {
+			objs:        []client.Object{namespace("team", optIn), oldCopy(sourceSecret("gone-regcred", dockerConfig("x")), "team")},
+			key:         "gone-regcred",
+			wantDeleted: true,
+		},
+		"a running Pod still uses the copy": {
+			objs:        []client.Object{namespace("team", nil), oldCopy(src, "team"), podUsing("team", "quay-regcred", corev1.PodRunning)},
+			key:         "quay-regcred",
+			wantRequeue: true,
+		},
+		"a pending Pod still uses the copy": {
+			objs:        []client.Object{namespace("team", nil), oldCopy(src, "team"), podUsing("team", "quay-regcred", corev1.PodPending)},
+			key:         "quay-regcred",
+			wantRequeue: true,
+		},
+		"finished Pods do not hold the copy": {
+			objs: []client.Object{namespace("team", nil), oldCopy(src, "team"),
+				podUsing("team", "quay-regcred", corev1.PodSucceeded), podUsing("team", "quay-regcred", corev1.PodFailed)},
+			key:         "quay-regcred",
+			wantDeleted: true,
+		},
+		"a copy younger than the recheck waits": {
+			objs: []client.Object{namespace("team", nil), func() *corev1.Secret {
+				c := managed.Copy(src, "team")
+				c.CreationTimestamp = metav1.Now()
+				return c
+			}()},
+			key:         "quay-regcred",
+			wantRequeue: true,
+		},
+		"a Secret labelled as managed by a tenant, in a namespace that does not get it, is deleted, never filled": {
+			objs: []client.Object{namespace("team", nil), func() *corev1.Secret {
+				c := managed.Placeholder(quayRef, "team")
+				c.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+				return c
+			}()},
+			key:         "quay-regcred",
+			wantDeleted: true,
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, src, tc.objs...)
+			res := f.reconcile(t, "team", tc.key)
+			got := f.secret(t, "team", tc.key)
+			if deleted := got == nil; deleted != tc.wantDeleted {
+				t.Errorf("deleted = %v, want %v", deleted, tc.wantDeleted)
+			}
+			if got != nil && managed.InSync(got, src) && tc.key == "quay-regcred" && !cmp.Equal(got.Data, src.Data) {
+				t.Error("a copy being revoked was written")
+			}
+			if requeued := res.RequeueAfter > 0; requeued != tc.wantRequeue {
+				t.Errorf("requeued after %v, want requeue %v", res.RequeueAfter, tc.wantRequeue)
+			}
+		})
+	}
+}
+
+func TestReconcileNeverWritesWhatIsNotACopy(t *testing.T) {
+	src := sourceSecret("quay-regcred", dockerConfig("v1"))
+	labelledSource := src.DeepCopy()
+	labelledSource.Labels = map[string]string{managed.ManagedByLabel: managed.ManagedByValue}
+	unmanaged := managed.Copy(sourceSecret("quay-regcred", dockerConfig("theirs")), "team")
+	unmanaged.Labels = nil
+	labelOnly := oldCopy(sourceSecret("quay-regcred", dockerConfig("theirs")), "other")
+	labelOnly.Annotations = nil
+	for name, tc := range map[string]struct {
+		objs []client.Object
+		ns   string
+	}{
+		"a source labelled as managed, in a namespace that is not selected": {objs: []client.Object{namespace("psi", nil)}, ns: "psi"},
+		"an unmanaged Secret of a configured name in a selected namespace":  {objs: []client.Object{namespace("team", optIn), unmanaged}, ns: "team"},
+		"a Secret with the label but no source annotation, where no copy belongs": {
+			objs: []client.Object{namespace("other", nil), labelOnly}, ns: "other"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, labelledSource, tc.objs...)
+			f.reconcile(t, tc.ns, "quay-regcred")
+			if n := f.api.writes.Load(); n != 0 {
+				t.Errorf("writes = %d, want 0", n)
+			}
+		})
+	}
+}

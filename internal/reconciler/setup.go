@@ -1,0 +1,187 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+)
+
+// Name is the controller's name in logs and metrics.
+const Name = "copies"
+
+// copyNameIndex indexes cached copies by name: a source's copies all carry the source's name.
+const copyNameIndex = "metadata.name"
+
+// Options tune the reconciler.
+type Options struct {
+	// Workers is the number of copies reconciled at once.
+	Workers int
+	// ResyncPeriod is how often every copy is looked at again, behind the watch events. A copy that has
+	// not changed since it was last seen in step costs no API call.
+	ResyncPeriod time.Duration
+	// RevocationRecheck: see Reconciler.RevocationRecheck.
+	RevocationRecheck time.Duration
+}
+
+// Trigger is how the sources and the configuration tell the reconciler to look at copies.
+type Trigger interface {
+	// SourceChanged asks for every copy of the named Secret.
+	SourceChanged(ref config.SecretRef)
+	// All asks for every copy.
+	All()
+}
+
+// SetupWithManager adds the reconciler to mgr: it runs on the leader only, reads through mgr's cache and
+// reader for metadata and writes through c, the reconciler's own client with its own rate limits. The
+// returned Trigger never blocks, whether or not this replica leads.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, sources SourceReader,
+	c client.Client, opts Options) (Trigger, error) {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, managed.PartialSecret(), copyNameIndex, func(o client.Object) []string {
+		return []string{o.GetName()}
+	}); err != nil {
+		return nil, fmt.Errorf("index copies by name: %w", err)
+	}
+	r := &Reconciler{
+		Config:            store,
+		Sources:           sources,
+		Cache:             mgr.GetCache(),
+		APIReader:         c,
+		Client:            c,
+		RevocationRecheck: opts.RevocationRecheck,
+	}
+	ctl, err := controller.New(Name, mgr, controller.Options{
+		Reconciler:              r,
+		MaxConcurrentReconciles: opts.Workers,
+		// One copy's failure is retried on its own schedule; it must not hold the others back.
+		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 5*time.Minute),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create controller %q: %w", Name, err)
+	}
+	if err := ctl.Watch(source.Kind(mgr.GetCache(), managed.PartialSecret(),
+		&handler.TypedEnqueueRequestForObject[*metav1.PartialObjectMetadata]{})); err != nil {
+		return nil, fmt.Errorf("watch copies: %w", err)
+	}
+	t := &triggers{cache: mgr.GetCache(), names: map[string]bool{}, wake: make(chan struct{}, 1)}
+	if err := ctl.Watch(source.Kind(mgr.GetCache(), managed.PartialNamespace(),
+		handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, ns *metav1.PartialObjectMetadata) []reconcile.Request {
+			return t.copies(ctx, client.InNamespace(ns.Name))
+		}))); err != nil {
+		return nil, fmt.Errorf("watch namespaces: %w", err)
+	}
+	if err := ctl.Watch(source.Func(t.run)); err != nil {
+		return nil, fmt.Errorf("watch triggers: %w", err)
+	}
+	if opts.ResyncPeriod > 0 {
+		if err := mgr.Add(&resync{period: opts.ResyncPeriod, trigger: t}); err != nil {
+			return nil, fmt.Errorf("add resync: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// triggers collects requests for many copies at once and hands them to the controller's queue. Requests
+// coalesce (a source rotated twice is one pass over its copies), and nothing blocks the informer or
+// reload goroutine that asks, including on a replica that does not lead and never starts the controller.
+type triggers struct {
+	cache client.Reader
+
+	mu    sync.Mutex
+	all   bool
+	names map[string]bool
+	wake  chan struct{}
+}
+
+func (t *triggers) SourceChanged(ref config.SecretRef) { t.add(ref.Name) }
+
+func (t *triggers) All() { t.add("") }
+
+func (t *triggers) add(name string) {
+	t.mu.Lock()
+	if name == "" {
+		t.all = true
+	} else {
+		t.names[name] = true
+	}
+	t.mu.Unlock()
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the controller's source: it enqueues what was asked for until ctx ends.
+func (t *triggers) run(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	go func() {
+		for {
+			t.mu.Lock()
+			all, names := t.all, t.names
+			t.all, t.names = false, map[string]bool{}
+			t.mu.Unlock()
+			var reqs []reconcile.Request
+			if all {
+				reqs = t.copies(ctx)
+			} else {
+				for name := range names {
+					reqs = append(reqs, t.copies(ctx, client.MatchingFields{copyNameIndex: name})...)
+				}
+			}
+			for _, req := range reqs {
+				q.Add(req)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.wake:
+			}
+		}
+	}()
+	return nil
+}
+
+// copies returns a request for every cached copy that opts select.
+func (t *triggers) copies(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(managed.SecretGVK.GroupVersion().WithKind("SecretList"))
+	if err := t.cache.List(ctx, list, opts...); err != nil {
+		logger().Error(err, "Cannot list cached copies")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// resync asks for every copy each period, behind the event-driven path, on the leader only.
+type resync struct {
+	period  time.Duration
+	trigger Trigger
+}
+
+func (r *resync) Start(ctx context.Context) error {
+	t := time.NewTicker(r.period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			r.trigger.All()
+		}
+	}
+}
