@@ -8,7 +8,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -52,6 +56,8 @@ type options struct {
 	reconcilerQPS     float64
 	reconcilerBurst   int
 
+	shutdownDelay time.Duration
+
 	certs certs.Options
 	zap   zap.Options
 }
@@ -90,17 +96,46 @@ func main() {
 	fs.Float64Var(&o.reconcilerQPS, "reconciler-qps", 50,
 		"Sustained API requests per second of the reconciler's own client, apart from the admission path's.")
 	fs.IntVar(&o.reconcilerBurst, "reconciler-burst", 100, "Burst of API requests of the reconciler's own client.")
+	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second,
+		"On SIGTERM, how long to keep serving admissions while /readyz fails, so that the API server stops sending "+
+			"requests here before the listener closes. Keep terminationGracePeriodSeconds above it plus the drain.")
 	o.certs.BindFlags(fs)
 	o.zap.BindFlags(fs)
 	flag.Parse()
 
-	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
+	var draining atomic.Bool
+	if err := run(signalContext(o.shutdownDelay, &draining), o, &draining); err != nil {
 		fmt.Fprintf(os.Stderr, "pullsecret-injector: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, o options) error {
+// signalContext returns a context that ends shutdownDelay after the first SIGTERM or interrupt, and sets
+// draining at the signal. In between, the process keeps serving admissions but reports not ready: the
+// Service's endpoints and the API server's connections take a moment to move to other replicas, and a
+// listener that closed at once would refuse their requests, which failurePolicy Fail turns into refused
+// Pods. A second signal ends the context at once, and a third exits.
+func signalContext(shutdownDelay time.Duration, draining *atomic.Bool) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := make(chan os.Signal, 3)
+	signal.Notify(c, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-c
+		draining.Store(true)
+		ctrl.Log.WithName("setup").Info("Shutting down: not ready, still serving admissions for the shutdown delay",
+			"shutdownDelay", shutdownDelay.String())
+		select {
+		case <-time.After(shutdownDelay):
+		case <-c:
+		}
+		cancel()
+		<-c
+		os.Exit(1)
+	}()
+	return ctx
+}
+
+func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	log := ctrl.Log.WithName("setup")
 
@@ -153,13 +188,21 @@ func run(ctx context.Context, o options) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
 	}
+	if err := mgr.AddReadyzCheck("shutdown", func(*http.Request) error {
+		if draining.Load() {
+			return errors.New("shutting down")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add shutdown readiness check: %w", err)
+	}
 	cs, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
 		return fmt.Errorf("create clientset: %w", err)
 	}
 	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
 	tracker.Set(store.Matcher().Sources())
-	if err := webhook.SetupWithManager(ctx, mgr, store, tracker); err != nil {
+	if err := webhook.SetupWithManager(ctx, mgr, store, tracker, draining.Load); err != nil {
 		return err
 	}
 

@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -30,9 +32,14 @@ import (
 // Path is the URL path the Pod mutating webhook is served on.
 const Path = "/mutate-v1-pod"
 
-// createTimeout bounds a copy's create, which runs detached from the request that started it so that no
-// single caller's cancellation fails the others waiting on it.
-const createTimeout = 10 * time.Second
+// createTimeout bounds a copy's create, retries included. The create runs detached from the requests
+// waiting on it: no single caller's cancellation fails the others, and a create that outlives every
+// request's budget still lands for the Pods already admitted with the reference.
+const createTimeout = 30 * time.Second
+
+// createBackoff spaces the retries of a create that failed for a reason that may pass (a timeout, a
+// throttled or overloaded API server).
+var createBackoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 8, Cap: 5 * time.Second}
 
 // SourceReader answers reads of the configured source Secrets from memory. synced is false when it cannot
 // answer (the source is not tracked yet, or its informer has not listed it yet).
@@ -246,13 +253,24 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 		}
 		return warning
 	}
-	res, _, _ := h.creates.Do(key.String(), func() (any, error) {
+	pending := h.creates.DoChan(key.String(), func() (any, error) {
 		// Detached from the request: the first caller's cancellation must not fail the callers sharing it.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
 		defer cancel()
 		return h.create(cctx, src, source, namespace), nil
 	})
-	created := res.(createResult)
+	var created createResult
+	select {
+	case res := <-pending:
+		created = res.Val.(createResult)
+	case <-ctx.Done():
+		// The request's budget is spent (see withBudget): answer now, with the reference, rather than let
+		// the API server apply the failure policy. The create goes on and lands for this Pod too.
+		logf.FromContext(ctx).Info("Copy not created within the request's budget; admitting the Pod with the reference",
+			"namespace", namespace, "secret", src.Name)
+		return join(warning, fmt.Sprintf("pullsecret-injector: the copy of %s into namespace %q is still being created; "+
+			"the Pod references it and its pulls succeed once it exists", src, namespace))
+	}
 	if !created.managed {
 		return join(warning, ownership(created.existing, src, namespace, podNamed))
 	}
@@ -319,7 +337,7 @@ func (h *Injector) create(ctx context.Context, src config.SecretRef, source *cor
 	if source != nil {
 		cp = managed.Copy(source, namespace)
 	}
-	err := h.Writer.Create(ctx, cp)
+	err := retry.OnError(createBackoff, retriable, func() error { return h.Writer.Create(ctx, cp.DeepCopy()) })
 	switch {
 	case err == nil:
 		log.Info("Copied pull secret", "placeholder", source == nil)
@@ -338,6 +356,12 @@ func (h *Injector) create(ctx context.Context, src config.SecretRef, source *cor
 		return createResult{managed: true, warning: fmt.Sprintf("pullsecret-injector: cannot copy secret %s into namespace %q, "+
 			"it is referenced and the next Pod that needs it tries again: %v", src, namespace, err)}
 	}
+}
+
+// retriable reports whether a create may succeed if tried again shortly.
+func retriable(err error) bool {
+	return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err)
 }
 
 // ownership returns a warning when an existing Secret of the copy's name is not one this project manages,

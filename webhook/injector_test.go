@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
@@ -541,31 +543,84 @@ func TestSharedCreateSurvivesTheFirstCallersCancellation(t *testing.T) {
 	f.injector.Writer = w
 
 	first, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
 	responses := make([]admission.Response, 2)
-	wg.Add(1)
+	firstDone, secondDone := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(firstDone)
 		responses[0] = f.injector.Handle(first, podRequest(t, "team", pod("quay.io/a/b")))
 	}()
 	<-w.started
-	wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer close(secondDone)
 		responses[1] = f.injector.Handle(context.Background(), podRequest(t, "team", pod("quay.io/a/b")))
 	}()
-	// The first caller gives up (the API server's timeout, a client that went away) while the create it
-	// started is still in flight, and the second caller shares that create.
+	// The first caller gives up (its budget is spent, or its client went away) while the create it started
+	// is still held, so it is answered before the create can finish.
 	cancel()
+	<-firstDone
 	close(w.release)
-	wg.Wait()
+	<-secondDone
+	// The first caller, whose context ended, is answered at once with the reference; the other waits for
+	// the create, which its cancellation did not fail.
+	if !hasWarning(responses[0], "still being created") {
+		t.Errorf("cancelled caller's warnings %q, want the copy reported as still being created", responses[0].Warnings)
+	}
+	if len(responses[1].Warnings) > 0 {
+		t.Errorf("second caller's warnings %q, want none", responses[1].Warnings)
+	}
 	for i, resp := range responses {
-		if len(resp.Warnings) > 0 {
-			t.Errorf("response %d warnings %q, want none", i, resp.Warnings)
+		req := podRequest(t, "team", pod("quay.io/a/b"))
+		if diff := cmp.Diff([]string{"quay-regcred"}, applied(t, req, resp)); diff != "" {
+			t.Errorf("response %d imagePullSecrets (-want +got):\n%s", i, diff)
 		}
 	}
 	got := &corev1.Secret{}
 	if err := f.writer.Get(context.Background(), client.ObjectKey{Namespace: "team", Name: "quay-regcred"}, got); err != nil {
 		t.Fatalf("the shared create did not happen: %v", err)
+	}
+}
+
+func TestBudget(t *testing.T) {
+	for timeout, want := range map[time.Duration]time.Duration{
+		time.Second:      800 * time.Millisecond,
+		5 * time.Second:  4 * time.Second,
+		10 * time.Second: 9 * time.Second,
+		30 * time.Second: 29 * time.Second,
+	} {
+		if got := Budget(timeout); got != want {
+			t.Errorf("Budget(%v) = %v, want %v", timeout, got, want)
+		}
+	}
+}
+
+func TestWithBudgetTakesTheDeadlineFromTheURL(t *testing.T) {
+	for url, want := range map[string]time.Duration{
+		"/mutate-v1-pod?timeout=5s": Budget(5 * time.Second),
+		"/mutate-v1-pod":            Budget(defaultTimeout),
+		"/mutate-v1-pod?timeout=x":  Budget(defaultTimeout),
+	} {
+		var got time.Duration
+		h := withBudget(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+			deadline, ok := r.Context().Deadline()
+			if !ok {
+				t.Fatalf("%s: no deadline", url)
+			}
+			got = time.Until(deadline)
+		}), func() bool { return false })
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, url, nil))
+		if got > want || got < want-time.Second {
+			t.Errorf("%s: deadline in %v, want about %v", url, got, want)
+		}
+	}
+}
+
+func TestWithBudgetClosesConnectionsWhileDraining(t *testing.T) {
+	for _, draining := range []bool{false, true} {
+		rec := httptest.NewRecorder()
+		withBudget(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), func() bool { return draining }).
+			ServeHTTP(rec, httptest.NewRequest(http.MethodPost, Path, nil))
+		if got := rec.Header().Get("Connection") == "close"; got != draining {
+			t.Errorf("draining %v: Connection: close set = %v", draining, got)
+		}
 	}
 }

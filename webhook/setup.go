@@ -43,10 +43,14 @@ type Synced interface {
 
 // SetupWithManager registers the injector at Path on the manager's webhook server, starts the informers it
 // reads from so that readiness waits for them, and adds the readiness checks.
+//
+// draining reports that the process is shutting down: responses then close their connections, so that the
+// API server opens new ones, which reach other replicas, instead of reusing one that this replica is about
+// to close under a request in flight (a POST the API server does not retry, refused by failurePolicy Fail).
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, sources interface {
 	SourceReader
 	Synced
-}) error {
+}, draining func() bool) error {
 	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret()} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("start informer for %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, err)
@@ -60,7 +64,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		Writer:    mgr.GetClient(),
 		Decoder:   admission.NewDecoder(mgr.GetScheme()),
 	}
-	mgr.GetWebhookServer().Register(Path, &ctrlwebhook.Admission{Handler: injector})
+	mgr.GetWebhookServer().Register(Path, withBudget(&ctrlwebhook.Admission{Handler: injector}, draining))
 	if err := mgr.AddReadyzCheck("webhook-server", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("add webhook readiness check: %w", err)
 	}
@@ -68,6 +72,39 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		return fmt.Errorf("add informer readiness check: %w", err)
 	}
 	return nil
+}
+
+const (
+	// defaultTimeout is the API server's own default for a webhook call, used when a request does not say.
+	defaultTimeout = 10 * time.Second
+	// maxMargin caps what is kept back from a request's timeout for the answer to reach the API server.
+	maxMargin = time.Second
+)
+
+// Budget returns how long the handler may spend on a request that the API server will wait timeout for:
+// timeout less a fifth of it, and never less than all but maxMargin of it.
+func Budget(timeout time.Duration) time.Duration {
+	return timeout - min(timeout/5, maxMargin)
+}
+
+// withBudget gives each request a deadline from the timeout the API server sends in the URL (?timeout=5s,
+// from the registration's timeoutSeconds), so that API calls the handler makes under a burst or against a
+// slow API server end in time for it to answer, with the Pod's references, before the API server gives up
+// and applies the failure policy.
+// While draining, it also closes each connection after its response (see SetupWithManager).
+func withBudget(next http.Handler, draining func() bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining() {
+			w.Header().Set("Connection", "close")
+		}
+		timeout := defaultTimeout
+		if d, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && d > 0 {
+			timeout = d
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), Budget(timeout))
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // cacheSynced fails until the informers have synced, so no request is answered from an empty cache by a

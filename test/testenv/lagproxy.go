@@ -27,6 +27,17 @@ type LaggingProxy struct {
 
 // StartLaggingProxy starts a LaggingProxy that delays watch events by delay.
 func (cp *ControlPlane) StartLaggingProxy(delay time.Duration) (*LaggingProxy, error) {
+	return cp.startProxy(func(next http.RoundTripper) http.RoundTripper { return lagTransport{next: next, delay: delay} })
+}
+
+// StartSlowProxy starts a proxy like StartLaggingProxy's that instead holds every request that is not a
+// watch for delay before forwarding it, as an API server queueing a client's requests under load does: the
+// caches behind it stay current, and every read and write answers late.
+func (cp *ControlPlane) StartSlowProxy(delay time.Duration) (*LaggingProxy, error) {
+	return cp.startProxy(func(next http.RoundTripper) http.RoundTripper { return slowTransport{next: next, delay: delay} })
+}
+
+func (cp *ControlPlane) startProxy(wrap func(http.RoundTripper) http.RoundTripper) (*LaggingProxy, error) {
 	target, err := url.Parse(cp.Config.Host)
 	if err != nil {
 		return nil, fmt.Errorf("parse API server address %q: %w", cp.Config.Host, err)
@@ -36,7 +47,7 @@ func (cp *ControlPlane) StartLaggingProxy(delay time.Duration) (*LaggingProxy, e
 		return nil, fmt.Errorf("build API server transport: %w", err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.Transport = lagTransport{next: transport, delay: delay}
+	proxy.Transport = wrap(transport)
 	proxy.FlushInterval = -1 // stream watch events as they are released
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -98,4 +109,20 @@ func (b *lagBody) Read(p []byte) (int, error) {
 		time.Sleep(b.delay)
 	}
 	return n, err
+}
+
+type slowTransport struct {
+	next  http.RoundTripper
+	delay time.Duration
+}
+
+func (t slowTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !isWatch(req) {
+		select {
+		case <-time.After(t.delay):
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+	return t.next.RoundTrip(req)
 }

@@ -196,6 +196,8 @@ func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, ext
 		"--leader-election-namespace", LeaseNamespace,
 		"--leader-election-id", LeaseName,
 		"--revocation-recheck", "2s",
+		// Nothing routes to these processes through endpoints that lag; the rollout test sets its own.
+		"--shutdown-delay", "0s",
 		"--kubeconfig", cp.Kubeconfig,
 		"--cert-dir", cp.CertDir,
 		"--webhook-host", "127.0.0.1",
@@ -235,6 +237,21 @@ func (w *Webhook) Pid() int { return w.cmd.Process.Pid }
 func (w *Webhook) Kill() {
 	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
 	<-w.done
+}
+
+// Terminate sends SIGTERM, as the kubelet does to a Pod being deleted, and returns at once.
+func (w *Webhook) Terminate() {
+	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGTERM)
+}
+
+// Wait waits up to timeout for the process to exit and reports whether it did.
+func (w *Webhook) Wait(timeout time.Duration) bool {
+	select {
+	case <-w.done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
 }
 
 // Exited reports whether the process has exited.
