@@ -58,6 +58,8 @@ type options struct {
 
 	shutdownDelay time.Duration
 
+	serviceAccountPullSecrets string
+
 	certs certs.Options
 	zap   zap.Options
 }
@@ -99,6 +101,9 @@ func main() {
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second,
 		"On SIGTERM, how long to keep serving admissions while /readyz fails, so that the API server stops sending "+
 			"requests here before the listener closes. Keep terminationGracePeriodSeconds above it plus the drain.")
+	fs.StringVar(&o.serviceAccountPullSecrets, "serviceaccount-pull-secrets", string(webhook.ServiceAccountSkip),
+		"For a Pod whose ServiceAccount enforces mountable secrets (kubernetes.io/enforce-mountable-secrets) and does not list a "+
+			"Secret the Pod would get: skip (add nothing and warn) or append (add the Secret to the ServiceAccount's imagePullSecrets, then to the Pod).")
 	o.certs.BindFlags(fs)
 	o.zap.BindFlags(fs)
 	flag.Parse()
@@ -143,6 +148,10 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	certProvider, err := certs.New(o.certs)
 	if err != nil {
 		return err
+	}
+	saMode := webhook.ServiceAccountMode(o.serviceAccountPullSecrets)
+	if saMode != webhook.ServiceAccountSkip && saMode != webhook.ServiceAccountAppend {
+		return fmt.Errorf("--serviceaccount-pull-secrets=%q: want %q or %q", saMode, webhook.ServiceAccountSkip, webhook.ServiceAccountAppend)
 	}
 	store, err := config.NewStore(o.configPath, o.configReloadInterval, ctrl.Log.WithName("config"))
 	if err != nil {
@@ -202,7 +211,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	}
 	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
 	tracker.Set(store.Matcher().Sources())
-	if err := webhook.SetupWithManager(ctx, mgr, store, tracker, draining.Load); err != nil {
+	if err := webhook.SetupWithManager(ctx, mgr, store, tracker, saMode, draining.Load); err != nil {
 		return err
 	}
 

@@ -10,6 +10,8 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -61,6 +63,9 @@ type Injector struct {
 	Writer client.Writer
 	// Decoder decodes the Pod from the request.
 	Decoder admission.Decoder
+	// ServiceAccounts says what to do when the Pod's ServiceAccount enforces mountable secrets; the zero
+	// value is ServiceAccountSkip.
+	ServiceAccounts ServiceAccountMode
 
 	// creates coalesces concurrent creates of the same copy within this process: a Deployment scaled to 50
 	// in a new namespace sends 50 requests at once, and one Create is enough.
@@ -112,6 +117,7 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	for _, ref := range pod.Spec.ImagePullSecrets {
 		referenced[ref.Name] = true
 	}
+	sa := h.enforcingServiceAccount(ctx, req.Namespace, pod.Spec.ServiceAccountName)
 	ensured := make(map[string]bool, len(candidates))
 	for _, e := range candidates {
 		name := e.Registry.Secret.Name
@@ -119,6 +125,16 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 			continue
 		}
 		ensured[name] = true
+		if sa != nil && !referenced[name] && !listsPullSecret(sa, name) {
+			// The ServiceAccount admission plugin runs after the webhooks and would refuse the Pod.
+			allowed, warning := h.allowOnServiceAccount(ctx, sa, name, isDryRun(req))
+			if warning != "" {
+				warnings = append(warnings, warning)
+			}
+			if !allowed {
+				continue
+			}
+		}
 		// A Pod that names the Secret itself (a chart that hard-codes imagePullSecrets) still gets the copy
 		// made, without a second reference.
 		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), referenced[name]); warning != "" {
@@ -221,6 +237,112 @@ func getNamespace(ctx context.Context, r client.Reader, name string) (labels.Set
 		return labels.Set{}, nil
 	}
 	return ns.Labels, nil
+}
+
+// ServiceAccountMode says what the webhook does for a Pod whose ServiceAccount enforces mountable secrets
+// (annotation kubernetes.io/enforce-mountable-secrets: "true") and does not list a Secret the Pod would
+// get in its imagePullSecrets: the ServiceAccount admission plugin, which runs after the webhooks, refuses
+// a Pod that references such a Secret.
+type ServiceAccountMode string
+
+const (
+	// ServiceAccountSkip adds nothing for that Secret and warns: the Pod is admitted as it would have been
+	// without the webhook. The default.
+	ServiceAccountSkip ServiceAccountMode = "skip"
+	// ServiceAccountAppend appends the Secret to the ServiceAccount's imagePullSecrets, then references it.
+	ServiceAccountAppend ServiceAccountMode = "append"
+)
+
+// enforcingServiceAccount returns the Pod's ServiceAccount when it enforces mountable secrets, nil when it
+// does not or cannot be told. Only the annotation is cached (ServiceAccounts are cached as trimmed
+// metadata); the ServiceAccount itself is read live, and only for one that enforces, which is rare.
+func (h *Injector) enforcingServiceAccount(ctx context.Context, namespace, name string) *corev1.ServiceAccount {
+	if name == "" {
+		name = "default" // the ServiceAccount admission plugin's default, set before the webhooks run
+	}
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	meta := managed.PartialServiceAccount()
+	// A ServiceAccount the cache does not show yet is taken as not enforcing: reading it live would cost
+	// every Pod of a ServiceAccount that does not exist an API call, for an annotation that is deprecated
+	// and a cache that lags by milliseconds (see Limitations in the README).
+	if err := h.Cache.Get(ctx, key, meta); err != nil || !enforcesMountableSecrets(meta) {
+		return nil
+	}
+	sa := &corev1.ServiceAccount{}
+	if err := h.APIReader.Get(ctx, key, sa); err != nil {
+		logf.FromContext(ctx).Error(err, "Cannot read ServiceAccount that enforces mountable secrets", "serviceAccount", name)
+		return nil
+	}
+	return sa
+}
+
+func enforcesMountableSecrets(sa metav1.Object) bool {
+	enforce, _ := strconv.ParseBool(sa.GetAnnotations()[managed.EnforceMountableSecretsAnnotation])
+	return enforce
+}
+
+func listsPullSecret(sa *corev1.ServiceAccount, name string) bool {
+	return slices.ContainsFunc(sa.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == name })
+}
+
+// allowOnServiceAccount decides, for a Secret the Pod's enforcing ServiceAccount does not list, whether the
+// Pod may reference it, appending it to the ServiceAccount first in ServiceAccountAppend mode.
+func (h *Injector) allowOnServiceAccount(ctx context.Context, sa *corev1.ServiceAccount, secret string, dryRun bool) (bool, string) {
+	if h.ServiceAccounts != ServiceAccountAppend {
+		return false, fmt.Sprintf("pullsecret-injector: service account %q enforces mountable secrets and does not list %q in its "+
+			"imagePullSecrets; %q is not added, or the ServiceAccount admission plugin would refuse the Pod", sa.Name, secret, secret)
+	}
+	if dryRun {
+		return true, ""
+	}
+	if err := h.appendPullSecret(ctx, sa, secret); err != nil {
+		logf.FromContext(ctx).Error(err, "Cannot add pull secret to ServiceAccount", "serviceAccount", sa.Name, "secret", secret)
+		return false, fmt.Sprintf("pullsecret-injector: service account %q enforces mountable secrets and %q could not be added "+
+			"to its imagePullSecrets, so it is not referenced: %v", sa.Name, secret, err)
+	}
+	logf.FromContext(ctx).Info("Added pull secret to ServiceAccount that enforces mountable secrets", "serviceAccount", sa.Name, "secret", secret)
+	sa.ImagePullSecrets = append(sa.ImagePullSecrets, corev1.LocalObjectReference{Name: secret})
+	return true, ""
+}
+
+// appendPullSecret appends secret to sa's imagePullSecrets with a JSON patch that fails if another writer
+// changed the list since sa was read; it then reads again and retries.
+func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccount, secret string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": sa.ResourceVersion}}
+		ref := map[string]string{"name": secret}
+		if sa.ImagePullSecrets == nil {
+			ops = append(ops, map[string]any{"op": "add", "path": "/imagePullSecrets", "value": []any{ref}})
+		} else {
+			ops = append(ops, map[string]any{"op": "add", "path": "/imagePullSecrets/-", "value": ref})
+		}
+		body, err := json.Marshal(ops)
+		if err != nil {
+			return fmt.Errorf("build patch: %w", err)
+		}
+		err = h.Writer.Patch(ctx, sa.DeepCopy(), client.RawPatch(types.JSONPatchType, body))
+		if apierrors.IsInvalid(err) || apierrors.IsConflict(err) || isTestFailed(err) {
+			fresh := &corev1.ServiceAccount{}
+			if gerr := h.APIReader.Get(ctx, client.ObjectKeyFromObject(sa), fresh); gerr != nil {
+				return gerr
+			}
+			if listsPullSecret(fresh, secret) {
+				*sa = *fresh
+				return nil
+			}
+			*sa = *fresh
+			return apierrors.NewConflict(corev1.Resource("serviceaccounts"), sa.Name, err)
+		}
+		if err != nil {
+			return fmt.Errorf("patch service account %q: %w", sa.Name, err)
+		}
+		return nil
+	})
+}
+
+// isTestFailed reports whether err is the API server's answer to a JSON patch whose test operation failed.
+func isTestFailed(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "testing value")
 }
 
 // ensureCopy makes sure the Pod's namespace has the entry's Secret, and returns a warning for the user when

@@ -624,3 +624,83 @@ func TestWithBudgetClosesConnectionsWhileDraining(t *testing.T) {
 		}
 	}
 }
+
+func serviceAccount(name string, enforce bool, pullSecrets ...string) *corev1.ServiceAccount {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name}}
+	if enforce {
+		sa.Annotations = map[string]string{managed.EnforceMountableSecretsAnnotation: "true"}
+	}
+	for _, s := range pullSecrets {
+		sa.ImagePullSecrets = append(sa.ImagePullSecrets, corev1.LocalObjectReference{Name: s})
+	}
+	return sa
+}
+
+func TestEnforceMountableSecrets(t *testing.T) {
+	withSA := func(name string) *corev1.Pod {
+		p := pod("quay.io/a/b")
+		p.Spec.ServiceAccountName = name
+		return p
+	}
+	for name, tc := range map[string]struct {
+		sa          *corev1.ServiceAccount
+		pod         *corev1.Pod
+		mode        ServiceAccountMode
+		dryRun      bool
+		wantRefs    []string
+		wantWarning string
+		wantSAList  []string // nil: the ServiceAccount is not checked
+	}{
+		"a ServiceAccount that does not enforce changes nothing": {
+			sa: serviceAccount("default", false), pod: pod("quay.io/a/b"), wantRefs: []string{"quay-regcred"},
+		},
+		"an enforcing ServiceAccount that lists the Secret gets it": {
+			sa: serviceAccount("builder", true, "quay-regcred"), pod: withSA("builder"), wantRefs: []string{"quay-regcred"},
+		},
+		"an enforcing ServiceAccount that does not list it: nothing added, a warning": {
+			sa: serviceAccount("default", true, "other"), pod: pod("quay.io/a/b"),
+			wantWarning: `service account "default" enforces mountable secrets`, wantSAList: []string{"other"},
+		},
+		"append mode adds the Secret to the ServiceAccount, then to the Pod": {
+			sa: serviceAccount("builder", true, "other"), pod: withSA("builder"), mode: ServiceAccountAppend,
+			wantRefs: []string{"quay-regcred"}, wantSAList: []string{"other", "quay-regcred"},
+		},
+		"append mode on a ServiceAccount without pull secrets": {
+			sa: serviceAccount("builder", true), pod: withSA("builder"), mode: ServiceAccountAppend,
+			wantRefs: []string{"quay-regcred"}, wantSAList: []string{"quay-regcred"},
+		},
+		"append mode on a dry run writes nothing": {
+			sa: serviceAccount("builder", true), pod: withSA("builder"), mode: ServiceAccountAppend, dryRun: true,
+			wantRefs: []string{"quay-regcred"}, wantSAList: []string{},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, append(sources(), namespace("team", optIn), tc.sa), append(sources(), tc.sa))
+			f.injector.ServiceAccounts = tc.mode
+			req := podRequest(t, "team", tc.pod, func(r *admissionv1.AdmissionRequest) { r.DryRun = ptr.To(tc.dryRun) })
+			resp := f.injector.Handle(context.Background(), req)
+			if diff := cmp.Diff(tc.wantRefs, applied(t, req, resp)); diff != "" {
+				t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
+			}
+			if tc.wantWarning != "" && !hasWarning(resp, tc.wantWarning) {
+				t.Errorf("warnings %q lack %q", resp.Warnings, tc.wantWarning)
+			}
+			if tc.wantWarning == "" && len(resp.Warnings) > 0 {
+				t.Errorf("unexpected warnings %q", resp.Warnings)
+			}
+			if tc.wantSAList != nil {
+				got := &corev1.ServiceAccount{}
+				if err := f.writer.Get(context.Background(), client.ObjectKeyFromObject(tc.sa), got); err != nil {
+					t.Fatal(err)
+				}
+				names := []string{}
+				for _, r := range got.ImagePullSecrets {
+					names = append(names, r.Name)
+				}
+				if diff := cmp.Diff(tc.wantSAList, names); diff != "" {
+					t.Errorf("ServiceAccount imagePullSecrets (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}

@@ -31,7 +31,8 @@ func CacheOptions() cache.Options {
 				Label:     labels.SelectorFromSet(labels.Set{managed.ManagedByLabel: managed.ManagedByValue}),
 				Transform: managed.TrimCopyMetadata,
 			},
-			managed.PartialNamespace(): {Transform: managed.TrimNamespaceMetadata},
+			managed.PartialNamespace():      {Transform: managed.TrimNamespaceMetadata},
+			managed.PartialServiceAccount(): {Transform: managed.TrimServiceAccountMetadata},
 		},
 	}
 }
@@ -50,8 +51,8 @@ type Synced interface {
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, sources interface {
 	SourceReader
 	Synced
-}, draining func() bool) error {
-	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret()} {
+}, saMode ServiceAccountMode, draining func() bool) error {
+	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret(), managed.PartialServiceAccount()} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("start informer for %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, err)
 		}
@@ -63,6 +64,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		APIReader: mgr.GetAPIReader(),
 		Writer:    mgr.GetClient(),
 		Decoder:   admission.NewDecoder(mgr.GetScheme()),
+
+		ServiceAccounts: saMode,
 	}
 	mgr.GetWebhookServer().Register(Path, withBudget(&ctrlwebhook.Admission{Handler: injector}, draining))
 	if err := mgr.AddReadyzCheck("webhook-server", mgr.GetWebhookServer().StartedChecker()); err != nil {

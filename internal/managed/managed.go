@@ -57,6 +57,33 @@ func PartialSecret() *metav1.PartialObjectMetadata {
 	return s
 }
 
+// PartialServiceAccount returns an empty metadata-only ServiceAccount.
+func PartialServiceAccount() *metav1.PartialObjectMetadata {
+	sa := &metav1.PartialObjectMetadata{}
+	sa.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceAccount"))
+	return sa
+}
+
+// TrimServiceAccountMetadata is a cache transform for metadata-only ServiceAccounts: the webhook needs to
+// know only whether one enforces mountable secrets, so that annotation is all that is kept.
+func TrimServiceAccountMetadata(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	trimmed := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+	}}
+	if v, ok := m.Annotations[EnforceMountableSecretsAnnotation]; ok {
+		trimmed.Annotations = map[string]string{EnforceMountableSecretsAnnotation: v}
+	}
+	return trimmed, nil
+}
+
+// EnforceMountableSecretsAnnotation is the ServiceAccount admission plugin's opt-in annotation: a Pod of
+// a ServiceAccount that carries it as "true" may reference only the pull secrets the ServiceAccount lists.
+const EnforceMountableSecretsAnnotation = "kubernetes.io/enforce-mountable-secrets"
+
 // PartialNamespace returns an empty metadata-only Namespace.
 func PartialNamespace() *metav1.PartialObjectMetadata {
 	ns := &metav1.PartialObjectMetadata{}

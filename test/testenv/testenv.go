@@ -76,8 +76,19 @@ type ControlPlane struct {
 	Dir string
 }
 
+// ControlPlaneOption changes how the control plane is started.
+type ControlPlaneOption func(*envtest.Environment)
+
+// WithServiceAccountAdmission enables the ServiceAccount admission plugin, which envtest disables. No
+// controller creates ServiceAccounts here: a test that creates Pods then creates the ones they use.
+func WithServiceAccountAdmission() ControlPlaneOption {
+	return func(env *envtest.Environment) {
+		env.ControlPlane.GetAPIServer().Configure().Set("disable-admission-plugins", "DefaultStorageClass")
+	}
+}
+
 // StartControlPlane starts etcd and kube-apiserver.
-func StartControlPlane() (*ControlPlane, error) {
+func StartControlPlane(opts ...ControlPlaneOption) (*ControlPlane, error) {
 	assets, err := AssetsDir()
 	if err != nil {
 		return nil, err
@@ -91,6 +102,9 @@ func StartControlPlane() (*ControlPlane, error) {
 		// No webhooks are installed here (the tests register their own once the binary serves), but this
 		// makes envtest generate a serving certificate for loopback.
 		WebhookInstallOptions: envtest.WebhookInstallOptions{LocalServingHost: "127.0.0.1"},
+	}
+	for _, o := range opts {
+		o(env)
 	}
 	cfg, err := env.Start()
 	if err != nil {
