@@ -64,6 +64,9 @@ type options struct {
 	zap   zap.Options
 }
 
+// gracefulShutdownTimeout bounds the drain after the shutdown delay.
+var gracefulShutdownTimeout = 20 * time.Second
+
 // defaultLeaderElectionID is the name of the Lease the replicas elect their leader with.
 const defaultLeaderElectionID = "pullsecret-injector"
 
@@ -179,6 +182,9 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		LeaderElectionID:              o.leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		// The shutdown delay plus this stays inside the chart's terminationGracePeriodSeconds (30 s): the
+		// admissions in flight end within the registration's timeoutSeconds anyway.
+		GracefulShutdownTimeout: &gracefulShutdownTimeout,
 		LeaseDuration:                 &o.leaseDuration,
 		RenewDeadline:                 &o.renewDeadline,
 		RetryPeriod:                   &o.retryPeriod,

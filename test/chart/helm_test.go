@@ -71,11 +71,11 @@ func valuesFile(t *testing.T, values string) string {
 }
 
 // template renders the chart as release in namespace with values, for the test control plane's Kubernetes
-// version, and returns the output.
+// version and API versions (as `helm install` would see them), and returns the output.
 func template(t *testing.T, release, namespace, values string) (string, error) {
 	t.Helper()
 	return helm(t, "template", release, chartDir, "--namespace", namespace, "--kube-version", testenv.K8sVersion,
-		"--values", valuesFile(t, values))
+		"--api-versions", strings.Join(apiVersions, ","), "--values", valuesFile(t, values))
 }
 
 // render is template that fails the test on error and parses the output.

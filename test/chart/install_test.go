@@ -66,6 +66,12 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	}
 	installed := releaseObjects(t, rel, namespace)
 	checkStored(ctx, t, installed, true)
+	// helm install asks the API server, which serves ValidatingAdmissionPolicy, so the admission guard is in.
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		if len(find(installed, kind)) != 1 {
+			t.Errorf("helm install made %d objects of kind %s, want 1: the admission guard is on by default", len(find(installed, kind)), kind)
+		}
+	}
 	cmBefore := storedConfig(ctx, t, namespace, rel+"-pullsecret-injector")
 	templateBefore := storedPodTemplate(ctx, t, namespace, rel+"-pullsecret-injector")
 

@@ -7,8 +7,11 @@ package chart
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -40,6 +43,10 @@ var (
 	helmBinary string
 	// chartDir is charts/pullsecret-injector.
 	chartDir string
+	// apiVersions are the test control plane's API versions and kinds as `helm install` discovers them, for
+	// `helm template --api-versions`: the chart renders the admission guard only where the API server
+	// serves ValidatingAdmissionPolicy.
+	apiVersions []string
 )
 
 func TestMain(m *testing.M) {
@@ -72,6 +79,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 	if err := installCRDs(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if apiVersions, err = serverAPIVersions(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -164,4 +175,26 @@ func established(crd *unstructured.Unstructured) bool {
 		}
 	}
 	return false
+}
+
+// serverAPIVersions returns every group version the API server serves and every kind in it, as
+// "group/version" and "group/version/Kind": the set Helm's own discovery gives templates as
+// .Capabilities.APIVersions on install and upgrade.
+func serverAPIVersions() ([]string, error) {
+	groups, resources, err := admin.Discovery().ServerGroupsAndResources()
+	if err != nil {
+		return nil, fmt.Errorf("discover the API server's resources: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, g := range groups {
+		for _, v := range g.Versions {
+			seen[v.GroupVersion] = true
+		}
+	}
+	for _, list := range resources {
+		for _, r := range list.APIResources {
+			seen[path.Join(list.GroupVersion, r.Kind)] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
 }

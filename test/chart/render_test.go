@@ -97,6 +97,9 @@ certs:
 metrics: {enabled: false}
 healthProbePort: 9440
 logLevel: debug
+shutdownDelay: 15s
+serviceAccountPullSecrets: append
+terminationGracePeriodSeconds: 60
 extraArgs: [--zap-encoder=console]
 priorityClassName: system-cluster-critical
 nodeSelector: {kubernetes.io/os: linux}
@@ -265,7 +268,8 @@ func wantWebhook(namespace string) admissionregistrationv1.MutatingWebhook {
 
 func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstructured) {
 	wantKinds := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration",
-		"PodDisruptionBudget", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount"}
+		"PodDisruptionBudget", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 	gotKinds := kinds(objs)
 	slices.Sort(gotKinds)
 	if diff := cmp.Diff(wantKinds, gotKinds); diff != "" {
@@ -303,6 +307,8 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 		"--webhook-port=9443",
 		"--health-probe-bind-address=:8081",
 		"--metrics-bind-address=:8080",
+		"--shutdown-delay=5s",
+		"--serviceaccount-pull-secrets=skip",
 		"--zap-log-level=info",
 		"--cert-mode=self",
 		"--service-name=" + fullname,
@@ -325,6 +331,10 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 	}
 	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 		t.Errorf("container args (-want +got):\n%s", diff)
+	}
+	// The grace period outlasts --shutdown-delay plus the drain, or the kubelet kills a replica still answering.
+	if got := ptr.Deref(d.Spec.Template.Spec.TerminationGracePeriodSeconds, 0); got != 30 {
+		t.Errorf("terminationGracePeriodSeconds = %d, want 30", got)
 	}
 	if c.Image != "ghcr.io/pullsecret-injector/pullsecret-injector:0.1.0" || c.ImagePullPolicy != corev1.PullIfNotPresent {
 		t.Errorf("image %q, pull policy %q; want the chart's appVersion, IfNotPresent", c.Image, c.ImagePullPolicy)
@@ -386,6 +396,7 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"delete"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
+		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 			ResourceNames: []string{fullname}, Verbs: []string{"get", "list", "watch", "update"}},
 	}
@@ -402,6 +413,7 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 	}
 	checkLeaderElectionRole(t, objs)
 	checkBindings(t, objs, namespace, fullname)
+	checkGuardSubject(t, objs, namespace, fullname)
 }
 
 // leaderElectionRole is the name of the Role that leader election needs, in both certificate modes.
@@ -589,12 +601,21 @@ func checkProduction(t *testing.T, namespace string, objs []*unstructured.Unstru
 		t.Errorf("rendered %d ServiceAccounts with serviceAccount.create false, want none", n)
 	}
 	checkBindings(t, objs, namespace, "existing-sa")
+	checkGuardSubject(t, objs, namespace, "existing-sa")
+	// serviceAccountPullSecrets: append, and only then, may patch ServiceAccounts.
+	saPatch := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"patch"}}
+	if !slices.ContainsFunc(one[rbacv1.ClusterRole](t, objs, "ClusterRole").Rules, func(r rbacv1.PolicyRule) bool { return cmp.Equal(r, saPatch) }) {
+		t.Error("serviceAccountPullSecrets: append grants no patch on ServiceAccounts")
+	}
 
 	d := one[appsv1.Deployment](t, objs, "Deployment")
 	spec := d.Spec.Template.Spec
 	c := container(t, d)
 	if got := ptr.Deref(d.Spec.Replicas, 0); got != 3 {
 		t.Errorf("replicas = %d, want 3", got)
+	}
+	if got := ptr.Deref(spec.TerminationGracePeriodSeconds, 0); got != 60 {
+		t.Errorf("terminationGracePeriodSeconds = %d, want 60", got)
 	}
 	if want := "registry.internal/mirror/pullsecret-injector@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; c.Image != want || c.ImagePullPolicy != corev1.PullAlways {
 		t.Errorf("image %q, pull policy %q; want %q, Always", c.Image, c.ImagePullPolicy, want)
@@ -614,22 +635,24 @@ func checkProduction(t *testing.T, namespace string, objs []*unstructured.Unstru
 		t.Errorf("Pod template annotations %v, labels %v lack podAnnotations and podLabels", d.Spec.Template.Annotations, d.Spec.Template.Labels)
 	}
 	for flag, want := range map[string]string{
-		"webhook-port":              "8443",
-		"health-probe-bind-address": ":9440",
-		"metrics-bind-address":      "0",
-		"zap-log-level":             "debug",
-		"cert-secret-name":          "injector-serving-cert",
-		"cert-extra-sans":           "injector.example.com,10.1.2.3",
-		"ca-validity":               "17520h",
-		"service-name":              "injector",
-		"webhook-config-name":       "injector",
-		"leader-election-id":        "injector",
-		"leader-election-namespace": namespace,
-		"resync-period":             "30m",
-		"revocation-recheck":        "5m",
-		"reconciler-workers":        "8",
-		"reconciler-qps":            "12.5",
-		"reconciler-burst":          "25",
+		"webhook-port":                "8443",
+		"health-probe-bind-address":   ":9440",
+		"metrics-bind-address":        "0",
+		"zap-log-level":               "debug",
+		"shutdown-delay":              "15s",
+		"serviceaccount-pull-secrets": "append",
+		"cert-secret-name":            "injector-serving-cert",
+		"cert-extra-sans":             "injector.example.com,10.1.2.3",
+		"ca-validity":                 "17520h",
+		"service-name":                "injector",
+		"webhook-config-name":         "injector",
+		"leader-election-id":          "injector",
+		"leader-election-namespace":   namespace,
+		"resync-period":               "30m",
+		"revocation-recheck":          "5m",
+		"reconciler-workers":          "8",
+		"reconciler-qps":              "12.5",
+		"reconciler-burst":            "25",
 	} {
 		if got, _ := flagValue(c.Args, flag); got != want {
 			t.Errorf("--%s=%q, want %q", flag, got, want)
@@ -718,7 +741,9 @@ func checkNoLeaderElection(t *testing.T, namespace string, objs []*unstructured.
 }
 
 func checkMinimal(t *testing.T, _ string, objs []*unstructured.Unstructured) {
-	wantKinds := []string{"ConfigMap", "Deployment", "MutatingWebhookConfiguration", "Service", "ServiceAccount"}
+	// The admission guard is no RBAC: it confines whatever the ServiceAccount is granted by other means.
+	wantKinds := []string{"ConfigMap", "Deployment", "MutatingWebhookConfiguration", "Service", "ServiceAccount",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 	gotKinds := kinds(objs)
 	slices.Sort(gotKinds)
 	if diff := cmp.Diff(wantKinds, gotKinds); diff != "" {
@@ -763,6 +788,11 @@ func TestSchemaRejects(t *testing.T) {
 		{"reconciler qps of zero", "reconciler: {qps: 0}\n", "'/reconciler/qps'"},
 		{"reconciler workers that are not a whole number", "reconciler: {workers: 1.5}\n", "'/reconciler/workers'"},
 		{"leaderElection.enabled that is not a boolean", "leaderElection: {enabled: \"yes\"}\n", "'/leaderElection/enabled'"},
+		{"admissionGuard.enabled that is not a boolean", "admissionGuard: {enabled: \"no\"}\n", "'/admissionGuard/enabled'"},
+		{"misspelled admissionGuard value", "admissionGuard: {enable: false}\n", "additional properties 'enable'"},
+		{"shutdownDelay that Go cannot parse", "shutdownDelay: 5\n", "'/shutdownDelay'"},
+		{"serviceAccountPullSecrets that is neither skip nor append", "serviceAccountPullSecrets: add\n", "'/serviceAccountPullSecrets'"},
+		{"terminationGracePeriodSeconds of zero", "terminationGracePeriodSeconds: 0\n", "'/terminationGracePeriodSeconds'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := template(t, release, "schema", tc.values)

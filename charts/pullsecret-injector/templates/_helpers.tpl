@@ -144,3 +144,21 @@ The namespaces that hold source Secrets, sorted and without duplicates.
 {{- end }}
 {{- toYaml ($namespaces | uniq | sortAlpha) }}
 {{- end }}
+
+{{/*
+The user name the API server gives the webhook's requests: its ServiceAccount's.
+*/}}
+{{- define "pullsecret-injector.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "pullsecret-injector.serviceAccountName" .) }}
+{{- end }}
+
+{{/*
+"true" when the admission guard is rendered: admissionGuard.enabled, and the API server serves
+ValidatingAdmissionPolicy in admissionregistration.k8s.io/v1 (Kubernetes 1.30 and later). `helm install`
+and `upgrade` ask the API server; `helm template` knows only what --api-versions tells it.
+*/}}
+{{- define "pullsecret-injector.admissionGuard" -}}
+{{- if and .Values.admissionGuard.enabled (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") }}
+{{- "true" }}
+{{- end }}
+{{- end }}
