@@ -185,11 +185,11 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		// The shutdown delay plus this stays inside the chart's terminationGracePeriodSeconds (30 s): the
 		// admissions in flight end within the registration's timeoutSeconds anyway.
 		GracefulShutdownTimeout: &gracefulShutdownTimeout,
-		LeaseDuration:                 &o.leaseDuration,
-		RenewDeadline:                 &o.renewDeadline,
-		RetryPeriod:                   &o.retryPeriod,
-		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
-		HealthProbeBindAddress:        o.probeAddr,
+		LeaseDuration:           &o.leaseDuration,
+		RenewDeadline:           &o.renewDeadline,
+		RetryPeriod:             &o.retryPeriod,
+		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:  o.probeAddr,
 		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host:    o.webhookHost,
 			Port:    o.webhookPort,
