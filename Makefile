@@ -4,6 +4,9 @@ K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= v3.6.16
 HELM_VERSION ?= v3.22.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
+# Each fuzz target runs this long in `make fuzz`; four targets keep the whole run near a minute.
+FUZZTIME ?= 15s
+FUZZMINIMIZETIME ?= 5s
 
 BIN := $(CURDIR)/bin
 CONTROLPLANE := $(BIN)/k8s/$(K8S_VERSION)
@@ -51,11 +54,22 @@ $(CONTROLPLANE)/kube-apiserver $(CONTROLPLANE)/etcd: hack/build-controlplane.sh
 ##@ Test
 
 .PHONY: test
-test: test-unit test-e2e ## Run every test: unit and end-to-end against a real kube-apiserver.
+test: test-unit fuzz test-e2e ## Run every test: unit, a bounded fuzz run, and end-to-end against a real kube-apiserver.
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no control plane.
 	go test -race -count=1 $$(go list ./... | grep -v /test/)
+
+# -fuzz takes one target per package and run, hence one line per target. Inputs that add coverage stay in
+# the Go build cache (go env GOCACHE); only a failing input is written, to <package>/testdata/fuzz/<target>/.
+# -fuzzminimizetime also bounds the minimisation of every new input, which would otherwise take most of a
+# short run.
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 15s) from its seed corpus in testdata/fuzz.
+	go test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./config
+	go test -run '^$$' -fuzz '^FuzzMatchImage$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./config
+	go test -run '^$$' -fuzz '^FuzzServeAdmission$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./webhook
+	go test -run '^$$' -fuzz '^FuzzHandlePod$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./webhook
 
 .PHONY: test-e2e
 test-e2e: controlplane $(HELM) ## Run only the end-to-end tests (test/chart drives the helm binary).
