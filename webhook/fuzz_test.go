@@ -184,12 +184,20 @@ func FuzzHandlePod(f *testing.F) {
 	})
 }
 
-// checkResponse checks the answer to a request that decoded as an AdmissionReview: what is not a Pod
+// checkResponse checks the answer to a request that decoded as an AdmissionReview: one without a uid is
+// refused with a 400; what is not a Pod
 // create is allowed untouched; a Pod create without a namespace or with an object that does not decode
 // as a Pod is refused with a 400; any other Pod create is allowed, and its patch only appends references
 // to configured Secrets to spec.imagePullSecrets.
 func checkResponse(t *testing.T, injector *Injector, req admissionv1.AdmissionRequest, allowed bool, result *metav1.Status, patch []byte) {
 	t.Helper()
+	if req.UID == "" {
+		// Not from an API server, which names every request.
+		if allowed || len(patch) > 0 || result == nil || result.Code != http.StatusBadRequest {
+			t.Fatalf("request without a uid answered allowed=%v, result %+v, patch %s; want a 400", allowed, result, patch)
+		}
+		return
+	}
 	if req.Operation != admissionv1.Create || req.SubResource != "" || req.Resource.Group != "" || req.Resource.Resource != "pods" {
 		if !allowed || len(patch) > 0 {
 			t.Fatalf("request for %s %v/%s answered allowed=%v with patch %s, want allowed untouched", req.Operation, req.Resource, req.SubResource, allowed, patch)

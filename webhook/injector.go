@@ -76,6 +76,11 @@ var _ admission.Handler = (*Injector)(nil)
 
 // Handle implements admission.Handler.
 func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.Response {
+	// The API server gives every request a UID; a review without one is not from an API server (an empty
+	// body, "{}" or "null" decode as such a review).
+	if req.UID == "" {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request has no uid"))
+	}
 	if req.Operation != admissionv1.Create || req.SubResource != "" ||
 		req.Resource.Group != "" || req.Resource.Resource != "pods" {
 		return admission.Allowed("not a pod create")

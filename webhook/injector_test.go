@@ -257,6 +257,9 @@ func TestHandleRejectsMalformedRequests(t *testing.T) {
 		"object is not json": func(r *admissionv1.AdmissionRequest) { r.Object.Raw = []byte("{not json") },
 		"object is empty":    func(r *admissionv1.AdmissionRequest) { r.Object.Raw = nil },
 		"no namespace":       func(r *admissionv1.AdmissionRequest) { r.Namespace = "" },
+		"no uid (an empty or {} body decodes so)": func(r *admissionv1.AdmissionRequest) {
+			*r = admissionv1.AdmissionRequest{}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, nil, nil)
