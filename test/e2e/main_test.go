@@ -224,3 +224,24 @@ func stopAfterTest(t *testing.T, w *testenv.Webhook) {
 		}
 	})
 }
+
+// ownControlPlane starts a control plane for one test, apart from the shared one (so that no other
+// webhook or reconciler acts beside the test's own), with an admin clientset; it stops when the test ends,
+// after the test's own cleanups.
+func ownControlPlane(t *testing.T, opts ...testenv.ControlPlaneOption) (*testenv.ControlPlane, kubernetes.Interface) {
+	t.Helper()
+	plane, err := testenv.StartControlPlane(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := plane.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	cs, err := kubernetes.NewForConfig(plane.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plane, cs
+}

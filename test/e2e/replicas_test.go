@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
@@ -39,19 +38,7 @@ const acquiredLease = "Successfully acquired lease"
 // takes over and a rotation made after the kill reaches every copy.
 func TestTwoReplicas(t *testing.T) {
 	ctx := context.Background()
-	plane, err := testenv.StartControlPlane()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := plane.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	cs, err := kubernetes.NewForConfig(plane.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plane, cs := ownControlPlane(t)
 	for _, ns := range []string{sourceNamespace} {
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -112,7 +99,7 @@ func TestTwoReplicas(t *testing.T) {
 	}
 
 	var leader, follower *testenv.Webhook
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*leaseDuration, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*leaseDuration, true, func(context.Context) (bool, error) {
 		a, b := strings.Contains(replicas[0].Log(), acquiredLease), strings.Contains(replicas[1].Log(), acquiredLease)
 		switch {
 		case a && b:

@@ -9,7 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
@@ -28,19 +27,7 @@ registries:
 // warning); with --serviceaccount-pull-secrets=append it lists the Secret on the ServiceAccount first.
 func TestEnforceMountableSecrets(t *testing.T) {
 	ctx := context.Background()
-	plane, err := testenv.StartControlPlane(testenv.WithServiceAccountAdmission())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := plane.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	cs, err := kubernetes.NewForConfig(plane.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plane, cs := ownControlPlane(t, testenv.WithServiceAccountAdmission())
 	mkNamespace := func(name string, labels map[string]string) {
 		t.Helper()
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
