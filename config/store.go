@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // DefaultReloadInterval is how often Store reads the configuration file for a change.
@@ -33,7 +34,6 @@ type Store struct {
 	// is reported once, not at every read.
 	data        []byte
 	subscribers []func(*Matcher)
-	lastGood    time.Time
 }
 
 // NewStore loads the configuration at path. An invalid file is an error here: a process does not start on
@@ -50,7 +50,7 @@ func NewStore(path string, interval time.Duration, log logr.Logger) (*Store, err
 	if interval <= 0 {
 		interval = DefaultReloadInterval
 	}
-	s := &Store{path: path, interval: interval, log: log, data: data, lastGood: time.Now()}
+	s := &Store{path: path, interval: interval, log: log, data: data}
 	s.current.Store(m)
 	return s, nil
 }
@@ -84,13 +84,6 @@ func (s *Store) Subscribe(fn func(*Matcher)) {
 	s.subscribers = append(s.subscribers, fn)
 }
 
-// LastReload returns when the configuration in force was loaded.
-func (s *Store) LastReload() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastGood
-}
-
 // NeedLeaderElection is false: every replica serves admissions with the configuration in force.
 func (*Store) NeedLeaderElection() bool { return false }
 
@@ -100,16 +93,8 @@ func (s *Store) Start(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			s.Reload()
-		}
-	}
+	wait.UntilWithContext(ctx, func(context.Context) { s.Reload() }, s.interval)
+	return nil
 }
 
 // Reload reads the file once and, when its content changed and is valid, puts it in force. It reports
@@ -135,7 +120,6 @@ func (s *Store) Reload() bool {
 	}
 	s.current.Store(m)
 	s.mu.Lock()
-	s.lastGood = time.Now()
 	subscribers := slices.Clone(s.subscribers)
 	s.mu.Unlock()
 	s.log.Info("Configuration reloaded", "path", s.path, "registries", len(m.entries), "sources", len(m.sources))

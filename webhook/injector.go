@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
 
 // Path is the URL path the Pod mutating webhook is served on.
@@ -43,18 +43,12 @@ const createTimeout = 30 * time.Second
 // throttled or overloaded API server).
 var createBackoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 8, Cap: 5 * time.Second}
 
-// SourceReader answers reads of the configured source Secrets from memory. synced is false when it cannot
-// answer (the source is not tracked yet, or its informer has not listed it yet).
-type SourceReader interface {
-	Get(ref config.SecretRef) (secret *corev1.Secret, synced bool)
-}
-
 // Injector is the admission handler for Pod CREATE requests.
 type Injector struct {
 	// Config is the configuration in force; a reload swaps it under a running handler.
 	Config *config.Store
 	// Sources answers reads of the source Secrets.
-	Sources SourceReader
+	Sources sourcecache.Reader
 	// Cache answers reads on the hot path: namespaces and managed copies, both as metadata only.
 	Cache client.Reader
 	// APIReader reads from the API server directly, to confirm what a lagging cache does not show.
@@ -306,12 +300,12 @@ func (h *Injector) allowOnServiceAccount(ctx context.Context, sa *corev1.Service
 			"to its imagePullSecrets, so it is not referenced: %v", sa.Name, secret, err)
 	}
 	logf.FromContext(ctx).Info("Added pull secret to ServiceAccount that enforces mountable secrets", "serviceAccount", sa.Name, "secret", secret)
-	sa.ImagePullSecrets = append(sa.ImagePullSecrets, corev1.LocalObjectReference{Name: secret})
 	return true, ""
 }
 
 // appendPullSecret appends secret to sa's imagePullSecrets with a JSON patch that fails if another writer
-// changed the list since sa was read; it then reads again and retries.
+// changed the list since sa was read; it then reads again and retries. sa is left as the API server stored
+// it, so a second Secret for the same Pod patches on top of the first.
 func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccount, secret string) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": sa.ResourceVersion}}
@@ -325,8 +319,10 @@ func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccou
 		if err != nil {
 			return fmt.Errorf("build patch: %w", err)
 		}
-		err = h.Writer.Patch(ctx, sa.DeepCopy(), client.RawPatch(types.JSONPatchType, body))
-		if apierrors.IsInvalid(err) || apierrors.IsConflict(err) || isTestFailed(err) {
+		patched := sa.DeepCopy()
+		err = h.Writer.Patch(ctx, patched, client.RawPatch(types.JSONPatchType, body))
+		// A failed test operation is a 422 Invalid from the API server.
+		if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
 			fresh := &corev1.ServiceAccount{}
 			if gerr := h.APIReader.Get(ctx, client.ObjectKeyFromObject(sa), fresh); gerr != nil {
 				return gerr
@@ -341,13 +337,9 @@ func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccou
 		if err != nil {
 			return fmt.Errorf("patch service account %q: %w", sa.Name, err)
 		}
+		*sa = *patched
 		return nil
 	})
-}
-
-// isTestFailed reports whether err is the API server's answer to a JSON patch whose test operation failed.
-func isTestFailed(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "testing value")
 }
 
 // ensureCopy makes sure the Pod's namespace has the entry's Secret, and returns a warning for the user when
@@ -358,7 +350,8 @@ func isTestFailed(err error) bool {
 func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace string, dryRun, podNamed bool) string {
 	src := e.Registry.Secret
 	if namespace == src.Namespace {
-		return h.sourceWarning(ctx, e)
+		_, warning := h.source(ctx, e) // the Pod references the source itself
+		return warning
 	}
 	// The warm path: the copy exists and is ours. Whether it holds the source's current bytes is the
 	// reconciler's business, not the Pod's.
@@ -402,13 +395,6 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 		return join(warning, ownership(created.existing, src, namespace, podNamed))
 	}
 	return join(warning, created.warning)
-}
-
-// sourceWarning returns the warning for a Pod in the source's own namespace, which references the source
-// itself.
-func (h *Injector) sourceWarning(ctx context.Context, e *config.Entry) string {
-	_, warning := h.source(ctx, e)
-	return warning
 }
 
 // source returns the entry's source Secret when it can be copied, and otherwise nil and a warning. The

@@ -27,6 +27,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
 
 const testConfig = `
@@ -67,14 +68,9 @@ func managedCopy(ns, name string) *corev1.Secret {
 	return s
 }
 
-// memorySources is a SourceReader over the Secrets in the source namespace, synced from the start.
-type memorySources map[config.SecretRef]*corev1.Secret
-
-func (m memorySources) Get(ref config.SecretRef) (*corev1.Secret, bool) { return m[ref], true }
-
-// splitSources returns the source Secrets among objs as a SourceReader, and the other objects.
-func splitSources(objs []client.Object) (memorySources, []client.Object) {
-	srcs := memorySources{}
+// splitSources returns the source Secrets among objs as a sourcecache.Reader, and the other objects.
+func splitSources(objs []client.Object) (sourcecache.Static, []client.Object) {
+	srcs := sourcecache.Static{}
 	var rest []client.Object
 	for _, o := range objs {
 		if s, ok := o.(*corev1.Secret); ok && s.Namespace == "psi" {
@@ -433,24 +429,16 @@ func TestHandle(t *testing.T) {
 			wantWarning: []string{"psi/opaque-regcred", `type "Opaque"`},
 		},
 		"pod naming the configured secret itself still gets the copy, referenced once": {
-			cached: append(sources(), labelledTeam),
-			live:   sources(),
-			pod: func() *corev1.Pod {
-				p := pod("quay.io/a/b")
-				p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "quay-regcred"}}
-				return p
-			}(),
+			cached:      append(sources(), labelledTeam),
+			live:        sources(),
+			pod:         withPullSecrets(pod("quay.io/a/b"), "quay-regcred"),
 			wantRefs:    []string{"quay-regcred"},
 			wantCreated: []string{"team/quay-regcred"},
 		},
 		"pod naming an unmanaged secret of that name itself gets no warning": {
-			cached: append(sources(), labelledTeam),
-			live:   append(sources(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "quay-regcred"}}),
-			pod: func() *corev1.Pod {
-				p := pod("quay.io/a/b")
-				p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "quay-regcred"}}
-				return p
-			}(),
+			cached:      append(sources(), labelledTeam),
+			live:        append(sources(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "quay-regcred"}}),
+			pod:         withPullSecrets(pod("quay.io/a/b"), "quay-regcred"),
 			wantRefs:    []string{"quay-regcred"},
 			wantCreated: []string{"team/quay-regcred"},
 		},
@@ -705,5 +693,30 @@ func TestEnforceMountableSecrets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestAppendTwoSecretsPatchesOnTopOfTheFirst(t *testing.T) {
+	sa := serviceAccount("builder", true)
+	f := newFixture(t, append(sources(), namespace("team", optIn), sa), append(sources(), sa))
+	f.injector.ServiceAccounts = ServiceAccountAppend
+	p := pod("quay.io/a/b", "nginx")
+	p.Spec.ServiceAccountName = "builder"
+	req := podRequest(t, "team", p)
+	resp := f.injector.Handle(context.Background(), req)
+	if diff := cmp.Diff([]string{"quay-regcred", "hub-regcred"}, applied(t, req, resp)); diff != "" {
+		t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
+	}
+	got := &corev1.ServiceAccount{}
+	if err := f.writer.Get(context.Background(), client.ObjectKeyFromObject(sa), got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]corev1.LocalObjectReference{{Name: "quay-regcred"}, {Name: "hub-regcred"}}, got.ImagePullSecrets); diff != "" {
+		t.Errorf("ServiceAccount imagePullSecrets (-want +got):\n%s", diff)
+	}
+	// One live read of the enforcing ServiceAccount; the second patch starts from the first one's answer,
+	// so no patch fails on a stale resourceVersion and nothing is read again.
+	if n := f.api.reads.Load(); n != 1 {
+		t.Errorf("API reads = %d, want 1", n)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
 
 // CacheOptions returns the informer cache the webhook and the reconciler read from: the managed copies
@@ -49,7 +50,7 @@ type Synced interface {
 // API server opens new ones, which reach other replicas, instead of reusing one that this replica is about
 // to close under a request in flight (a POST the API server does not retry, refused by failurePolicy Fail).
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, sources interface {
-	SourceReader
+	sourcecache.Reader
 	Synced
 }, saMode ServiceAccountMode, draining func() bool) error {
 	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret(), managed.PartialServiceAccount()} {

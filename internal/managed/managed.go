@@ -5,6 +5,7 @@ package managed
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"maps"
 	"slices"
@@ -143,8 +144,8 @@ func Digest(typ corev1.SecretType, data map[string][]byte) string {
 	for _, k := range slices.Sorted(maps.Keys(data)) {
 		// Lengths first, so that no two different maps hash the same stream.
 		var n [16]byte
-		putLen(n[:8], len(k))
-		putLen(n[8:], len(data[k]))
+		binary.LittleEndian.PutUint64(n[:8], uint64(len(k)))
+		binary.LittleEndian.PutUint64(n[8:], uint64(len(data[k])))
 		h.Write(n[:])
 		h.Write([]byte(k))
 		h.Write(data[k])
@@ -152,18 +153,12 @@ func Digest(typ corev1.SecretType, data map[string][]byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func putLen(b []byte, n int) {
-	for i := range b {
-		b[i] = byte(n >> (8 * i))
-	}
-}
-
 // InSync reports whether cp holds exactly what a copy of source holds: type, data, the label and the source
 // annotation. Other labels and annotations are the cluster's business (tools add their own).
 func InSync(cp, source *corev1.Secret) bool {
-	want := Copy(source, cp.Namespace)
-	return cp.Type == want.Type && Digest(cp.Type, cp.Data) == Digest(want.Type, want.Data) &&
-		IsManaged(cp) && cp.Annotations[SourceAnnotation] == want.Annotations[SourceAnnotation] &&
+	src := config.SecretRef{Namespace: source.Namespace, Name: source.Name}
+	return cp.Type == source.Type && Digest(cp.Type, cp.Data) == Digest(source.Type, source.Data) &&
+		IsManaged(cp) && cp.Annotations[SourceAnnotation] == src.String() &&
 		(cp.Immutable == nil || !*cp.Immutable)
 }
 

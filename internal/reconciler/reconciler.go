@@ -24,6 +24,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
 
 // notSyncedRetry is how soon a copy is looked at again when its source's informer has not listed yet,
@@ -34,17 +35,12 @@ const notSyncedRetry = time.Second
 // the other write usually comes first and makes the retry a no-op.
 const conflictRetry = time.Second
 
-// SourceReader answers reads of the configured source Secrets from memory; see package sources.
-type SourceReader interface {
-	Get(ref config.SecretRef) (secret *corev1.Secret, synced bool)
-}
-
 // Reconciler reconciles one copy, named by its namespace and name, per call.
 type Reconciler struct {
 	// Config is the configuration in force.
 	Config *config.Store
 	// Sources answers reads of the source Secrets.
-	Sources SourceReader
+	Sources sources.Reader
 	// Cache is the manager's cache: copies and namespaces as metadata.
 	Cache client.Reader
 	// APIReader reads copies, namespaces and Pods from the API server, with the reconciler's rate limits.
@@ -61,6 +57,16 @@ type Reconciler struct {
 	// bytes, and which bytes. A copy whose resourceVersion has not moved since still holds them (etcd bumps
 	// it on every write), so an unchanged copy costs no API call, however often it is looked at.
 	verified map[types.NamespacedName]verifiedCopy
+	// podUse remembers, per namespace, which Secrets its unfinished Pods reference, for podUseTTL: the Secrets
+	// in the form of a copy in one namespace, however many a tenant makes, cost one Pod list per namespace
+	// per TTL, not one each at every recheck.
+	podUse map[string]podUse
+}
+
+type podUse struct {
+	listed time.Time
+	// users maps a Secret name to one unfinished Pod that references it.
+	users map[string]string
 }
 
 type verifiedCopy struct {
@@ -201,17 +207,16 @@ func (r *Reconciler) sync(ctx context.Context, entry *config.Entry, cached *meta
 		log.V(1).Info("Source secret has the wrong type, copy keeps its last good data", "source", entry.Registry.Secret.String())
 		return reconcile.Result{}, nil
 	}
-	want := managed.Copy(src, key.Namespace)
-	wantDigest := managed.Digest(want.Type, want.Data)
-	wantSource := want.Annotations[managed.SourceAnnotation]
-
+	// The pass over an unchanged copy, the common one, computes a digest and allocates nothing else.
+	wantDigest := managed.Digest(src.Type, src.Data)
 	if v, ok := r.lookup(key); ok && v.resourceVersion == cached.ResourceVersion {
-		if v.digest == wantDigest && cached.Annotations[managed.SourceAnnotation] == wantSource {
+		if v.digest == wantDigest && cached.Annotations[managed.SourceAnnotation] == entry.Registry.Secret.String() {
 			return reconcile.Result{}, nil
 		}
 		// Unchanged since it was verified: the source rotated. Update without reading the copy.
-		return r.update(ctx, key, cached.ResourceVersion, v.keys, want, "source changed")
+		return r.update(ctx, key, cached.ResourceVersion, v.keys, managed.Copy(src, key.Namespace), "source changed")
 	}
+	want := managed.Copy(src, key.Namespace)
 
 	live := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, key, live); err != nil {
@@ -348,9 +353,23 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 // podListPage bounds the memory a revocation check takes in a namespace with many Pods.
 const podListPage = 500
 
+// podUseTTL is how long a namespace's Pod list answers for all its revocation candidates. It is short
+// beside the recheck, which bounds how late a copy goes after its last Pod.
+func (r *Reconciler) podUseTTL() time.Duration {
+	return min(r.RevocationRecheck/2, 5*time.Second)
+}
+
 // podUsing returns the name of an unfinished Pod in key's namespace whose imagePullSecrets name key's
 // Secret, or "" when there is none.
 func (r *Reconciler) podUsing(ctx context.Context, key types.NamespacedName) (string, error) {
+	now := time.Now()
+	r.mu.Lock()
+	use, ok := r.podUse[key.Namespace]
+	r.mu.Unlock()
+	if ok && now.Sub(use.listed) < r.podUseTTL() {
+		return use.users[key.Name], nil
+	}
+	users := map[string]string{}
 	opts := []client.ListOption{client.InNamespace(key.Namespace), client.Limit(podListPage)}
 	for {
 		pods := &corev1.PodList{}
@@ -358,28 +377,31 @@ func (r *Reconciler) podUsing(ctx context.Context, key types.NamespacedName) (st
 			return "", fmt.Errorf("list pods in namespace %q: %w", key.Namespace, err)
 		}
 		for i := range pods.Items {
-			if usesSecret(&pods.Items[i], key.Name) {
-				return pods.Items[i].Name, nil
+			p := &pods.Items[i]
+			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			for _, ref := range p.Spec.ImagePullSecrets {
+				users[ref.Name] = p.Name
 			}
 		}
 		if pods.Continue == "" {
-			return "", nil
+			break
 		}
 		opts = []client.ListOption{client.InNamespace(key.Namespace), client.Limit(podListPage), client.Continue(pods.Continue)}
 	}
-}
-
-// usesSecret reports whether pod has not finished and references secret in its imagePullSecrets.
-func usesSecret(pod *corev1.Pod, secret string) bool {
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return false
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.podUse == nil {
+		r.podUse = map[string]podUse{}
 	}
-	for _, ref := range pod.Spec.ImagePullSecrets {
-		if ref.Name == secret {
-			return true
+	for ns, u := range r.podUse { // keep only what can still answer
+		if now.Sub(u.listed) >= r.podUseTTL() {
+			delete(r.podUse, ns)
 		}
 	}
-	return false
+	r.podUse[key.Namespace] = podUse{listed: now, users: users}
+	return users[key.Name], nil
 }
 
 func (r *Reconciler) lookup(key types.NamespacedName) (verifiedCopy, bool) {

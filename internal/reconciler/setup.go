@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
 
 // Name is the controller's name in logs and metrics.
@@ -47,7 +49,7 @@ type Trigger interface {
 // SetupWithManager adds the reconciler to mgr: it runs on the leader only, reads through mgr's cache and
 // reader for metadata and writes through c, the reconciler's own client with its own rate limits. The
 // returned Trigger never blocks, whether or not this replica leads.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, sources SourceReader,
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, srcs sources.Reader,
 	c client.Client, opts Options) (Trigger, error) {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, managed.PartialSecret(), copyNameIndex, func(o client.Object) []string {
 		return []string{o.GetName()}
@@ -56,7 +58,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 	}
 	r := &Reconciler{
 		Config:            store,
-		Sources:           sources,
+		Sources:           srcs,
 		Cache:             mgr.GetCache(),
 		APIReader:         c,
 		Client:            c,
@@ -174,14 +176,6 @@ type resync struct {
 }
 
 func (r *resync) Start(ctx context.Context) error {
-	t := time.NewTicker(r.period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			r.trigger.All()
-		}
-	}
+	wait.UntilWithContext(ctx, func(context.Context) { r.trigger.All() }, r.period)
+	return nil
 }

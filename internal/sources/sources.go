@@ -5,7 +5,6 @@ package sources
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -18,6 +17,18 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 )
+
+// Reader answers reads of the configured source Secrets from memory. synced is false when it cannot answer
+// (the source is not tracked, or its informer has not listed it yet): the caller then reads the API server.
+type Reader interface {
+	Get(ref config.SecretRef) (secret *corev1.Secret, synced bool)
+}
+
+// Static is a Reader over a fixed set of sources, synced from the start: for tools and tests.
+type Static map[config.SecretRef]*corev1.Secret
+
+// Get implements Reader.
+func (s Static) Get(ref config.SecretRef) (*corev1.Secret, bool) { return s[ref], true }
 
 // Handler is told about every change to a source Secret, including its creation and deletion.
 type Handler func(ref config.SecretRef)
@@ -179,11 +190,4 @@ func (t *Tracker) notify(ref config.SecretRef) {
 	for _, h := range handlers {
 		h(ref)
 	}
-}
-
-// String describes the tracker for logs.
-func (t *Tracker) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return fmt.Sprintf("sources(%d)", len(t.watched))
 }

@@ -39,10 +39,8 @@ const acquiredLease = "Successfully acquired lease"
 func TestTwoReplicas(t *testing.T) {
 	ctx := context.Background()
 	plane, cs := ownControlPlane(t)
-	for _, ns := range []string{sourceNamespace} {
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sourceNamespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := cs.CoreV1().Secrets(sourceNamespace).Create(ctx, pullSecret("pair-regcred", "pair.example.com"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -268,16 +268,6 @@ func (w *Webhook) Wait(timeout time.Duration) bool {
 	}
 }
 
-// Exited reports whether the process has exited.
-func (w *Webhook) Exited() bool {
-	select {
-	case <-w.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // WaitReady polls /readyz until it answers 200, the process exits, or timeout passes.
 func (w *Webhook) WaitReady(ctx context.Context, timeout time.Duration) error {
 	url := "http://" + w.ProbeAddr + "/readyz"
