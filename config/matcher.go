@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -18,6 +19,9 @@ type Matcher struct {
 	bySecret map[string]*Entry
 	// sources holds every configured source, unique, in config order.
 	sources []SecretRef
+	// memo remembers MatchImage's recent answers: a cluster pulls the same few images over and over, and
+	// parsing a reference is most of what matching one costs.
+	memo *imageMemo
 }
 
 // Entry is one compiled registries[] item.
@@ -59,6 +63,7 @@ func NewMatcher(c *Config) (*Matcher, error) {
 		namespaceSelector: nsSelector,
 		entries:           make([]Entry, 0, len(c.Registries)),
 		bySecret:          make(map[string]*Entry, len(c.Registries)),
+		memo:              &imageMemo{answers: map[string]matchAnswer{}},
 	}
 	for i, r := range c.Registries {
 		pattern, err := ParsePattern(r.Registry)
@@ -133,11 +138,20 @@ func (m *Matcher) Entries() []Entry {
 }
 
 // MatchImage normalises image and returns the entries whose pattern matches
-// it, in config order; nil when none does. The entries belong to the
-// matcher and must not be modified. An image that does not parse
+// it, in config order; nil when none does. The entries, and the slice, belong
+// to the matcher and must not be modified. An image that does not parse
 // returns an error, which the caller reports and skips: the kubelet will
 // fail to pull it whatever secrets the pod has.
 func (m *Matcher) MatchImage(image string) ([]*Entry, error) {
+	if a, ok := m.memo.get(image); ok {
+		return a.entries, a.err
+	}
+	entries, err := m.matchImage(image)
+	m.memo.put(image, matchAnswer{entries: entries, err: err})
+	return entries, err
+}
+
+func (m *Matcher) matchImage(image string) ([]*Entry, error) {
 	repository, err := NormalizeImage(image)
 	if err != nil {
 		return nil, err
@@ -150,4 +164,45 @@ func (m *Matcher) MatchImage(image string) ([]*Entry, error) {
 		}
 	}
 	return matched, nil
+}
+
+const (
+	// maxMemoImages bounds the images the memo holds. Pod image strings are tenant input: a tenant that
+	// creates Pods with ever new images only makes the memo start over, never grow.
+	maxMemoImages = 2048
+	// maxMemoImageLen keeps long image strings out of the memo, so that it holds at most about 1 MiB of
+	// keys. No valid reference is that long (a name of 255 characters, a tag of 128 and a sha256 digest
+	// make 456), so only strings that fail to parse anyway are left out.
+	maxMemoImageLen = 512
+)
+
+type matchAnswer struct {
+	entries []*Entry
+	err     error
+}
+
+// imageMemo is a bounded map of MatchImage's answers, safe for concurrent use. It is emptied when full,
+// which costs one parse per image for the next requests: cheaper to run, and harder to abuse, than an LRU.
+type imageMemo struct {
+	mu      sync.RWMutex
+	answers map[string]matchAnswer
+}
+
+func (c *imageMemo) get(image string) (matchAnswer, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	a, ok := c.answers[image]
+	return a, ok
+}
+
+func (c *imageMemo) put(image string, a matchAnswer) {
+	if len(image) > maxMemoImageLen {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.answers) >= maxMemoImages {
+		clear(c.answers)
+	}
+	c.answers[image] = a
 }

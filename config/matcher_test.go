@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -223,4 +225,45 @@ func TestNewMatcherRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMatcherMemo(t *testing.T) {
+	m := mustMatcher(t, &Config{Registries: []Registry{
+		{Registry: "registry.example.com", Secret: SecretRef{Namespace: "ops", Name: "regcred"}},
+	}})
+	t.Run("a remembered answer equals a computed one", func(t *testing.T) {
+		for _, image := range []string{"registry.example.com/app:1", "quay.io/app", "Not A Reference"} {
+			first, firstErr := m.MatchImage(image)
+			second, secondErr := m.MatchImage(image)
+			want, wantErr := m.matchImage(image)
+			// The same entries, by identity: they are the matcher's own.
+			if !slices.Equal(want, first) || !slices.Equal(want, second) {
+				t.Errorf("MatchImage(%q) = %v then %v, want %v", image, first, second, want)
+			}
+			if (firstErr == nil) != (wantErr == nil) || (secondErr == nil) != (wantErr == nil) {
+				t.Errorf("MatchImage(%q) errors %v, %v; want %v", image, firstErr, secondErr, wantErr)
+			}
+		}
+	})
+	t.Run("tenant image strings never grow the memo past its bound", func(t *testing.T) {
+		for i := range 3 * maxMemoImages {
+			if _, err := m.MatchImage(fmt.Sprintf("registry.example.com/app-%d", i)); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(m.memo.answers); n > maxMemoImages {
+				t.Fatalf("memo holds %d answers after %d images, bound %d", n, i+1, maxMemoImages)
+			}
+		}
+	})
+	t.Run("image strings longer than any reference are answered but not remembered", func(t *testing.T) {
+		clear(m.memo.answers)
+		image := "registry.example.com/" + strings.Repeat("a", maxMemoImageLen)
+		entries, err := m.MatchImage(image)
+		if err == nil {
+			t.Fatalf("MatchImage(long) = %d entries, want an error: no reference is that long", len(entries))
+		}
+		if len(m.memo.answers) != 0 {
+			t.Errorf("memo holds %d answers, want none", len(m.memo.answers))
+		}
+	})
 }

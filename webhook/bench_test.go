@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
@@ -60,8 +59,12 @@ func benchHandlers(b *testing.B) map[string]benchHandler {
 	f := newFixture(b, nil, nil)
 	// The fake client converts through the scheme on every read and would dominate the measurement; the
 	// informer cache hands out deep copies, as cacheReader does.
-	nsMeta := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "team", Labels: optIn}}
-	f.injector.Cache = cacheReader(append(sources(), nsMeta, managedCopy("team", "quay-regcred"), managedCopy("team", "team-a-regcred"), managedCopy("team", "hub-regcred")))
+	srcs, _ := splitSources(sources())
+	f.injector.Sources = srcs
+	f.injector.Cache = cacheReader{
+		&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "team", Labels: optIn}},
+		copyMeta("team", "quay-regcred"), copyMeta("team", "team-a-regcred"), copyMeta("team", "hub-regcred"),
+	}
 	p := pod("quay.io/org/app:1", "registry.example.com:5000/team-a/sidecar:2", "ghcr.io/other/tool")
 	p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox:1.36"}}
 	review := func(p *corev1.Pod) []byte {
@@ -81,11 +84,17 @@ func benchHandlers(b *testing.B) map[string]benchHandler {
 	}
 	noop := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return admission.Allowed("") })
 	return map[string]benchHandler{
-		"noop":          {handler: &ctrlwebhook.Admission{Handler: noop}, body: review(p)},
-		"injector-warm": {handler: &ctrlwebhook.Admission{Handler: f.injector}, body: review(p)},
-		"injector-no-match": {handler: &ctrlwebhook.Admission{Handler: f.injector},
+		"noop":          {handler: admissionWebhook(noop), body: review(p)},
+		"injector-warm": {handler: admissionWebhook(f.injector), body: review(p)},
+		"injector-no-match": {handler: admissionWebhook(f.injector),
 			body: review(pod("ghcr.io/other/tool", "registry.example.com:5000/team-b/app"))},
 	}
+}
+
+// copyMeta is a managed copy as the metadata cache holds it.
+func copyMeta(ns, name string) *metav1.PartialObjectMetadata {
+	c := managedCopy(ns, name)
+	return &metav1.PartialObjectMetadata{ObjectMeta: c.ObjectMeta}
 }
 
 // cacheReader is an in-memory client.Reader that answers like controller-runtime's informer cache: a deep

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -55,8 +54,6 @@ type Injector struct {
 	APIReader client.Reader
 	// Writer creates the copies.
 	Writer client.Writer
-	// Decoder decodes the Pod from the request.
-	Decoder admission.Decoder
 	// ServiceAccounts says what to do when the Pod's ServiceAccount enforces mountable secrets; the zero
 	// value is ServiceAccountSkip.
 	ServiceAccounts ServiceAccountMode
@@ -82,13 +79,15 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	if req.Namespace == "" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("pod create request has no namespace"))
 	}
-	pod := &corev1.Pod{}
-	if err := h.Decoder.Decode(req, pod); err != nil {
+	pod, err := decodePod(req.Object.Raw)
+	if err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode pod: %w", err))
 	}
-	log := logf.FromContext(ctx).WithValues("namespace", req.Namespace)
-	if pod.Labels[config.InjectLabel] == config.InjectDisabled {
-		log.V(1).Info("Pod opted out by label")
+	// The logger gets its values only where something is logged: building them costs a warm admission
+	// more than the rest of its logging.
+	log := logf.FromContext(ctx)
+	if pod.Metadata.Labels[config.InjectLabel] == config.InjectDisabled {
+		log.V(1).Info("Pod opted out by label", "namespace", req.Namespace)
 		return admission.Allowed("pod opted out")
 	}
 
@@ -103,28 +102,35 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 		warnings = append(warnings, warning)
 	}
 	if err != nil {
-		log.Error(err, "Cannot read namespace, admitting Pod unchanged")
+		log.Error(err, "Cannot read namespace, admitting Pod unchanged", "namespace", req.Namespace)
 		return withWarnings(admission.Allowed("namespace unreadable"), warnings)
 	}
 	if nsLabels == nil || !matcher.NamespaceSelector().Matches(nsLabels) {
-		log.V(1).Info("Namespace not opted in")
+		log.V(1).Info("Namespace not opted in", "namespace", req.Namespace)
 		return withWarnings(admission.Allowed("namespace not opted in"), warnings)
 	}
 
-	mutated := pod.DeepCopy()
-	referenced := make(map[string]bool, len(pod.Spec.ImagePullSecrets))
-	for _, ref := range pod.Spec.ImagePullSecrets {
-		referenced[ref.Name] = true
+	existing := pod.Spec.ImagePullSecrets
+	var added []string
+	referenced := func(name string) bool {
+		return slices.Contains(added, name) ||
+			slices.ContainsFunc(existing, func(r corev1.LocalObjectReference) bool { return r.Name == name })
 	}
-	sa := h.enforcingServiceAccount(ctx, req.Namespace, pod.Spec.ServiceAccountName)
-	ensured := make(map[string]bool, len(candidates))
-	for _, e := range candidates {
+	// The Pod's ServiceAccount matters only for a Secret the Pod does not reference yet; it is looked up
+	// once, when the first such Secret comes.
+	var sa *corev1.ServiceAccount
+	saLooked := false
+	for i, e := range candidates {
 		name := e.Registry.Secret.Name
-		if ensured[name] || !e.NamespaceSelector.Matches(nsLabels) {
+		if slices.ContainsFunc(candidates[:i], func(c *config.Entry) bool { return c.Registry.Secret.Name == name }) ||
+			!e.NamespaceSelector.Matches(nsLabels) {
 			continue
 		}
-		ensured[name] = true
-		if sa != nil && !referenced[name] && !listsPullSecret(sa, name) {
+		named := referenced(name)
+		if !named && !saLooked {
+			sa, saLooked = h.enforcingServiceAccount(ctx, req.Namespace, pod.Spec.ServiceAccountName), true
+		}
+		if sa != nil && !named && !listsPullSecret(sa, name) {
 			// The ServiceAccount admission plugin runs after the webhooks and would refuse the Pod.
 			allowed, warning := h.allowOnServiceAccount(ctx, sa, name, isDryRun(req))
 			if warning != "" {
@@ -136,48 +142,43 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 		}
 		// A Pod that names the Secret itself (a chart that hard-codes imagePullSecrets) still gets the copy
 		// made, without a second reference.
-		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), referenced[name]); warning != "" {
+		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), named); warning != "" {
 			warnings = append(warnings, warning)
 		}
-		if !referenced[name] {
-			mutated.Spec.ImagePullSecrets = append(mutated.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
-			referenced[name] = true
+		if !named {
+			added = append(added, name)
 		}
 	}
-	if len(mutated.Spec.ImagePullSecrets) == len(pod.Spec.ImagePullSecrets) {
+	if len(added) == 0 {
 		return withWarnings(admission.Allowed("nothing to add"), warnings)
 	}
 	if log.V(1).Enabled() {
-		log.V(1).Info("Adding image pull secrets", "added", names(mutated.Spec.ImagePullSecrets[len(pod.Spec.ImagePullSecrets):]))
+		log.V(1).Info("Adding image pull secrets", "namespace", req.Namespace, "added", added)
 	}
-	return withWarnings(patch(pod, mutated), warnings)
+	return withWarnings(addPullSecrets(len(existing), added), warnings)
 }
 
 // matchImages returns the configured entries any of the Pod's images pulls from, in config order, without
 // applying the entries' namespace selectors yet.
-func matchImages(matcher *config.Matcher, pod *corev1.Pod) ([]*config.Entry, []string) {
+func matchImages(matcher *config.Matcher, pod *podFields) ([]*config.Entry, []string) {
+	var matched []*config.Entry
 	var warnings []string
-	byIndex := map[int]*config.Entry{}
-	check := func(image string) {
-		entries, err := matcher.MatchImage(image)
-		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("pullsecret-injector: image %q is not a valid reference, no pull secret added for it: %v", image, err))
-			return
+	for _, containers := range [...][]containerImage{pod.Spec.InitContainers, pod.Spec.Containers, pod.Spec.EphemeralContainers} {
+		for _, c := range containers {
+			entries, err := matcher.MatchImage(c.Image)
+			if err != nil {
+				warnings = append(warnings, fmt.Sprintf("pullsecret-injector: image %q is not a valid reference, no pull secret added for it: %v", c.Image, err))
+				continue
+			}
+			// Entries are few (they come from the configuration), so a linear search beats a map.
+			for _, e := range entries {
+				if !slices.Contains(matched, e) {
+					matched = append(matched, e)
+				}
+			}
 		}
-		for _, e := range entries {
-			byIndex[e.Index] = e
-		}
 	}
-	for _, c := range pod.Spec.InitContainers {
-		check(c.Image)
-	}
-	for _, c := range pod.Spec.Containers {
-		check(c.Image)
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		check(c.Image)
-	}
-	matched := slices.SortedFunc(maps.Values(byIndex), func(a, b *config.Entry) int { return a.Index - b.Index })
+	slices.SortFunc(matched, func(a, b *config.Entry) int { return a.Index - b.Index })
 	return matched, warnings
 }
 
@@ -497,21 +498,6 @@ func join(a, b string) string {
 	return a + "; " + b
 }
 
-// patch returns the JSON patch that turns pod into mutated. Both sides are marshalled from the same typed
-// struct, so the patch holds only the change made here: the round trip from the request's raw JSON can
-// neither add noise nor drop fields this build's Pod type does not know.
-func patch(pod, mutated *corev1.Pod) admission.Response {
-	original, err := json.Marshal(pod)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("marshal pod: %w", err))
-	}
-	changed, err := json.Marshal(mutated)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("marshal pod: %w", err))
-	}
-	return admission.PatchResponseFromRaw(original, changed)
-}
-
 func withWarnings(resp admission.Response, warnings []string) admission.Response {
 	resp.Warnings = append(resp.Warnings, warnings...)
 	return resp
@@ -519,12 +505,4 @@ func withWarnings(resp admission.Response, warnings []string) admission.Response
 
 func isDryRun(req admission.Request) bool {
 	return req.DryRun != nil && *req.DryRun
-}
-
-func names(refs []corev1.LocalObjectReference) []string {
-	out := make([]string, 0, len(refs))
-	for _, r := range refs {
-		out = append(out, r.Name)
-	}
-	return out
 }

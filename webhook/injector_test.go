@@ -154,7 +154,6 @@ func newFixture(t testing.TB, cached, live []client.Object) *fixture {
 		Cache:     fake.NewClientBuilder().WithScheme(scheme).WithObjects(cachedRest...).Build(),
 		APIReader: f.api,
 		Writer:    f.writer,
-		Decoder:   admission.NewDecoder(scheme),
 	}
 	return f
 }

@@ -64,11 +64,10 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		Cache:     mgr.GetCache(),
 		APIReader: mgr.GetAPIReader(),
 		Writer:    mgr.GetClient(),
-		Decoder:   admission.NewDecoder(mgr.GetScheme()),
 
 		ServiceAccounts: saMode,
 	}
-	mgr.GetWebhookServer().Register(Path, withBudget(&ctrlwebhook.Admission{Handler: injector}, draining))
+	mgr.GetWebhookServer().Register(Path, withBudget(admissionWebhook(injector), draining))
 	if err := mgr.AddReadyzCheck("webhook-server", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("add webhook readiness check: %w", err)
 	}
@@ -76,6 +75,11 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		return fmt.Errorf("add informer readiness check: %w", err)
 	}
 	return nil
+}
+
+// admissionWebhook serves h as an admission webhook, as the webhook server runs it.
+func admissionWebhook(h admission.Handler) *ctrlwebhook.Admission {
+	return &ctrlwebhook.Admission{Handler: h, LogConstructor: requestLogger}
 }
 
 const (
