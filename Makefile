@@ -4,6 +4,7 @@ K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= v3.6.16
 HELM_VERSION ?= v3.22.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
+HELM_DOCS_VERSION ?= v1.14.2
 # Each fuzz target runs this long in `make fuzz`; four targets keep the whole run near a minute.
 FUZZTIME ?= 15s
 FUZZMINIMIZETIME ?= 5s
@@ -12,6 +13,7 @@ BIN := $(CURDIR)/bin
 CONTROLPLANE := $(BIN)/k8s/$(K8S_VERSION)
 HELM := $(BIN)/helm
 GOLANGCI_LINT := $(BIN)/golangci-lint
+HELM_DOCS := $(BIN)/helm-docs
 IMG ?= ghcr.io/pullsecret-injector/pullsecret-injector:dev
 PLATFORMS ?= linux/amd64,linux/arm64
 # docker-buildx pushes: a multi-platform image cannot be loaded into the local engine.
@@ -85,6 +87,14 @@ bench: controlplane ## Run the benchmarks (they report numbers; they never fail 
 helm-lint: $(HELM) ## Lint the Helm chart (strict: warnings fail).
 	$(HELM) lint --strict charts/pullsecret-injector
 
+.PHONY: helm-docs
+helm-docs: $(HELM_DOCS) ## Regenerate docs/chart.md and the chart's README.md from values.yaml and their templates.
+	HELM_DOCS=$(HELM_DOCS) hack/helm-docs.sh write
+
+.PHONY: helm-docs-check
+helm-docs-check: $(HELM_DOCS) ## Fail if docs/chart.md or the chart's README.md is not what make helm-docs generates.
+	HELM_DOCS=$(HELM_DOCS) hack/helm-docs.sh check
+
 .PHONY: docker-build
 docker-build: ## Build the container image IMG for this machine's platform.
 	docker build -t $(IMG) .
@@ -109,6 +119,9 @@ helm: $(HELM) ## Build the pinned helm into bin/ (the chart tests and helm-lint 
 
 $(HELM):
 	GOBIN=$(BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(HELM_DOCS):
+	GOBIN=$(BIN) go install github.com/norwoodj/helm-docs/cmd/helm-docs@$(HELM_DOCS_VERSION)
 
 .PHONY: clean
 clean: ## Remove built binaries, but keep the control plane cache.

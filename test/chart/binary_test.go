@@ -332,12 +332,12 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 
 	t.Run("documented limitation: the ServiceAccount can read, patch and delete every Secret", func(t *testing.T) {
 		// The copies' cache lists Secrets cluster-wide by label, and the reconciler patches and deletes
-		// copies, which live in any namespace; RBAC cannot restrict either by label, and README says so.
-		// If this fails, the ClusterRole was narrowed: update README's RBAC section.
+		// copies, which live in any namespace; RBAC cannot restrict either by label, and docs/security.md
+		// says so. If this fails, the ClusterRole was narrowed: update the RBAC section of docs/security.md.
 		for _, verb := range []string{"list", "patch", "delete"} {
 			allowed := accessReview(ctx, t, sa, authorizationv1.ResourceAttributes{Namespace: "team-none", Verb: verb, Resource: "secrets"})
 			if !allowed {
-				t.Errorf("the ServiceAccount cannot %s Secrets in a namespace that did not opt in, but the README says it can", verb)
+				t.Errorf("the ServiceAccount cannot %s Secrets in a namespace that did not opt in, but docs/security.md says it can", verb)
 			}
 		}
 	})
