@@ -264,7 +264,7 @@ func (h *Injector) enforcingServiceAccount(ctx context.Context, namespace, name 
 	meta := managed.PartialServiceAccount()
 	// A ServiceAccount the cache does not show yet is taken as not enforcing: reading it live would cost
 	// every Pod of a ServiceAccount that does not exist an API call, for an annotation that is deprecated
-	// and a cache that lags by milliseconds (see Limitations in the README).
+	// and a cache that lags by milliseconds (see docs/limitations.md).
 	if err := h.Cache.Get(ctx, key, meta); err != nil || !enforcesMountableSecrets(meta) {
 		return nil
 	}
