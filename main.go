@@ -23,11 +23,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/pullsecret-injector/pullsecret-injector/certs"
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
@@ -40,6 +43,8 @@ type options struct {
 	webhookPort          int
 	certDir              string
 	metricsAddr          string
+	metricsSecure        bool
+	metricsCertDir       string
 	probeAddr            string
 	enableHTTP2          bool
 
@@ -79,7 +84,12 @@ func main() {
 	fs.StringVar(&o.webhookHost, "webhook-host", "", "Address the webhook server listens on (empty: all addresses).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
 	fs.StringVar(&o.certDir, "cert-dir", "", "External certificate mode: directory holding tls.crt and tls.key for the webhook server, reloaded when they change.")
-	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", true,
+		"Serve metrics over HTTPS, to clients the API server authenticates (TokenReview) and authorizes (SubjectAccessReview "+
+			"for get on the non-resource URL /metrics). False serves plain HTTP to anyone who can reach the port.")
+	fs.StringVar(&o.metricsCertDir, "metrics-cert-dir", "",
+		"Directory holding tls.crt and tls.key for the metrics endpoint. Empty: a self-signed certificate made at start.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
 		"Serve the webhook over HTTP/2. Off by default because of the HTTP/2 rapid reset attack (CVE-2023-44487).")
@@ -116,6 +126,21 @@ func main() {
 		fmt.Fprintf(os.Stderr, "pullsecret-injector: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// metricsOptions serves metrics the way current kubebuilder projects do: HTTPS, with every scrape
+// authenticated and authorized by the API server, unless --metrics-secure=false.
+func metricsOptions(o options, serverTLS func(*tls.Config)) metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: o.metricsAddr}
+	if o.metricsSecure {
+		opts.SecureServing = true
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		opts.CertDir = o.metricsCertDir
+		// The webhook's certificate is for the webhook Service's name; the metrics endpoint keeps the TLS
+		// version and HTTP/2 rules and takes its certificate from --metrics-cert-dir.
+		opts.TLSOpts = []func(*tls.Config){serverTLS}
+	}
+	return opts
 }
 
 // signalContext returns a context that ends shutdownDelay after the first SIGTERM or interrupt, and sets
@@ -169,12 +194,14 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
 
-	tlsOpts := []func(*tls.Config){certProvider.TLSOpt, func(c *tls.Config) {
+	// Both servers: TLS 1.2 or later, and HTTP/2 only when asked for.
+	serverTLS := func(c *tls.Config) {
 		c.MinVersion = tls.VersionTLS12
 		if !o.enableHTTP2 {
 			c.NextProtos = []string{"http/1.1"}
 		}
-	}}
+	}
+	tlsOpts := []func(*tls.Config){certProvider.TLSOpt, serverTLS}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         webhook.CacheOptions(),
@@ -188,7 +215,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		LeaseDuration:           &o.leaseDuration,
 		RenewDeadline:           &o.renewDeadline,
 		RetryPeriod:             &o.retryPeriod,
-		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                 metricsOptions(o, serverTLS),
 		HealthProbeBindAddress:  o.probeAddr,
 		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host:    o.webhookHost,
@@ -217,7 +244,8 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	}
 	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
 	tracker.Set(store.Matcher().Sources())
-	if err := webhook.SetupWithManager(ctx, mgr, store, tracker, saMode, draining.Load); err != nil {
+	recorder := events.New(mgr.GetEventRecorder(events.Controller), events.DefaultQPS, events.DefaultBurst)
+	if err := webhook.SetupWithManager(ctx, mgr, store, tracker, recorder, saMode, draining.Load); err != nil {
 		return err
 	}
 
@@ -233,6 +261,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		Workers:           o.reconcilerWorkers,
 		ResyncPeriod:      o.resyncPeriod,
 		RevocationRecheck: o.revocationRecheck,
+		Events:            recorder,
 	})
 	if err != nil {
 		return err
@@ -249,6 +278,9 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	}
 	if err := certProvider.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if err := metrics.RegisterCertificateExpiry(certProvider.NotAfter); err != nil {
+		return fmt.Errorf("register certificate expiry metric: %w", err)
 	}
 
 	log.Info("Starting", "registries", len(store.Matcher().Entries()), "webhookPort", o.webhookPort, "path", webhook.Path,

@@ -96,6 +96,22 @@ func (p *Provider) usable(cert *tls.Certificate) (*x509.Certificate, error) {
 	return leaf, nil
 }
 
+// NotAfter returns the expiry time of the certificate served now; false while there is none.
+func (p *Provider) NotAfter() (time.Time, bool) {
+	cert := p.certificate()
+	if cert == nil || len(cert.Certificate) == 0 {
+		return time.Time{}, false
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return time.Time{}, false
+		}
+	}
+	return leaf.NotAfter, true
+}
+
 // Ready is the readiness check: it fails until a valid certificate is served and, in self mode, every
 // webhook in the webhook configuration trusts it.
 func (p *Provider) Ready(req *http.Request) error {

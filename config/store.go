@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 )
 
 // DefaultReloadInterval is how often Store reads the configuration file for a change.
@@ -52,6 +54,7 @@ func NewStore(path string, interval time.Duration, log logr.Logger) (*Store, err
 	}
 	s := &Store{path: path, interval: interval, log: log, data: data}
 	s.current.Store(m)
+	metrics.ConfigReload(metrics.ReloadSuccess, time.Now())
 	return s, nil
 }
 
@@ -104,6 +107,7 @@ func (s *Store) Reload() bool {
 	if err != nil {
 		// A ConfigMap volume swaps its symlink atomically, so this is not a half-written file; keep serving.
 		s.log.Error(err, "Cannot read configuration file, keeping the configuration in force", "path", s.path)
+		metrics.ConfigReload(metrics.ReloadFailure, time.Now())
 		return false
 	}
 	s.mu.Lock()
@@ -116,9 +120,11 @@ func (s *Store) Reload() bool {
 	m, err := compile(data)
 	if err != nil {
 		s.log.Error(err, "Configuration file refused, keeping the configuration in force", "path", s.path)
+		metrics.ConfigReload(metrics.ReloadFailure, time.Now())
 		return false
 	}
 	s.current.Store(m)
+	metrics.ConfigReload(metrics.ReloadSuccess, time.Now())
 	s.mu.Lock()
 	subscribers := slices.Clone(s.subscribers)
 	s.mu.Unlock()

@@ -240,9 +240,10 @@ func checkPatch(t *testing.T, matcher *config.Matcher, raw, patch []byte) {
 	}
 	before, beforeRefs := splitPullSecrets(t, original)
 	after, afterRefs := splitPullSecrets(t, patched)
+	injected := splitInjected(t, before, after)
 	// reflect.DeepEqual rather than cmp.Diff: cmp takes minutes on the deeply nested values fuzzing makes.
 	if !reflect.DeepEqual(before, after) {
-		t.Fatalf("patch %s changed more than spec.imagePullSecrets of %s", patch, original)
+		t.Fatalf("patch %s changed more than spec.imagePullSecrets and the %s annotation of %s", patch, InjectedAnnotation, original)
 	}
 	if len(afterRefs) <= len(beforeRefs) {
 		t.Fatalf("patch %s added no reference: %v before, %v after", patch, beforeRefs, afterRefs)
@@ -270,6 +271,56 @@ func checkPatch(t *testing.T, matcher *config.Matcher, raw, patch []byte) {
 		}
 		named[name] = true
 	}
+	var added []string
+	for _, ref := range afterRefs[len(beforeRefs):] {
+		added = append(added, ref.(map[string]any)["name"].(string))
+	}
+	var says []string
+	for _, inj := range injected {
+		if len(inj.Registries) == 0 {
+			t.Fatalf("annotation %s names %q without the registries that matched", InjectedAnnotation, inj.Secret)
+		}
+		says = append(says, inj.Secret)
+	}
+	if !reflect.DeepEqual(added, says) {
+		t.Fatalf("annotation %s names %v, want the Secrets added, %v", InjectedAnnotation, says, added)
+	}
+}
+
+// splitInjected removes the webhook's annotation from after (and from before, where the Pod may have come
+// with one), with the metadata and annotations maps the patch had to create for it, and returns its value.
+func splitInjected(t *testing.T, before, after map[string]any) []Injection {
+	t.Helper()
+	meta, _ := after["metadata"].(map[string]any)
+	annotations, _ := meta["annotations"].(map[string]any)
+	value, ok := annotations[InjectedAnnotation].(string)
+	if !ok {
+		t.Fatalf("patched Pod has no %s annotation: %v", InjectedAnnotation, after["metadata"])
+	}
+	var injected []Injection
+	if err := json.Unmarshal([]byte(value), &injected); err != nil {
+		t.Fatalf("annotation %s = %q is not a JSON list of injections: %v", InjectedAnnotation, value, err)
+	}
+	delete(annotations, InjectedAnnotation)
+	beforeMeta, hadMeta := before["metadata"].(map[string]any)
+	beforeAnnotations, hadAnnotations := beforeMeta["annotations"].(map[string]any)
+	if hadAnnotations {
+		delete(beforeAnnotations, InjectedAnnotation)
+	}
+	// What the patch replaced to hold the annotation (nothing, null) goes back as it was.
+	if len(annotations) == 0 && !hadAnnotations {
+		delete(meta, "annotations")
+		if v, ok := beforeMeta["annotations"]; ok {
+			meta["annotations"] = v
+		}
+	}
+	if len(meta) == 0 && !hadMeta {
+		delete(after, "metadata")
+		if v, ok := before["metadata"]; ok {
+			after["metadata"] = v
+		}
+	}
+	return injected
 }
 
 // splitPullSecrets decodes a Pod as JSON and returns it without spec.imagePullSecrets, and that list.

@@ -26,7 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
 
@@ -54,6 +56,8 @@ type Injector struct {
 	APIReader client.Reader
 	// Writer creates the copies.
 	Writer client.Writer
+	// Events records Events on the copies the handler creates; nil records none.
+	Events *events.Recorder
 	// ServiceAccounts says what to do when the Pod's ServiceAccount enforces mountable secrets; the zero
 	// value is ServiceAccountSkip.
 	ServiceAccounts ServiceAccountMode
@@ -67,34 +71,43 @@ var _ admission.Handler = (*Injector)(nil)
 
 // Handle implements admission.Handler.
 func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.Response {
+	resp, outcome := h.handle(ctx, req)
+	if outcome != "" {
+		metrics.Admission(outcome)
+	}
+	return resp
+}
+
+// handle answers the request and says what it did with the Pod; no outcome for what is not a Pod create.
+func (h *Injector) handle(ctx context.Context, req admission.Request) (admission.Response, metrics.Outcome) {
 	// The API server gives every request a UID; a review without one is not from an API server (an empty
 	// body, "{}" or "null" decode as such a review).
 	if req.UID == "" {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request has no uid"))
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request has no uid")), metrics.Error
 	}
 	if req.Operation != admissionv1.Create || req.SubResource != "" ||
 		req.Resource.Group != "" || req.Resource.Resource != "pods" {
-		return admission.Allowed("not a pod create")
+		return admission.Allowed("not a pod create"), ""
 	}
 	if req.Namespace == "" {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("pod create request has no namespace"))
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("pod create request has no namespace")), metrics.Error
 	}
 	pod, err := decodePod(req.Object.Raw)
 	if err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode pod: %w", err))
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode pod: %w", err)), metrics.Error
 	}
 	// The logger gets its values only where something is logged: building them costs a warm admission
 	// more than the rest of its logging.
 	log := logf.FromContext(ctx)
-	if pod.Metadata.Labels[config.InjectLabel] == config.InjectDisabled {
+	if pod.labels()[config.InjectLabel] == config.InjectDisabled {
 		log.V(1).Info("Pod opted out by label", "namespace", req.Namespace)
-		return admission.Allowed("pod opted out")
+		return admission.Allowed("pod opted out"), metrics.OptedOut
 	}
 
 	matcher := h.Config.Matcher()
 	candidates, warnings := matchImages(matcher, pod)
 	if len(candidates) == 0 {
-		return withWarnings(admission.Allowed("no configured registry"), warnings)
+		return withWarnings(admission.Allowed("no configured registry"), warnings), metrics.NothingToAdd
 	}
 
 	nsLabels, warning, err := h.namespaceLabels(ctx, matcher, req.Namespace, candidates)
@@ -103,11 +116,11 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	}
 	if err != nil {
 		log.Error(err, "Cannot read namespace, admitting Pod unchanged", "namespace", req.Namespace)
-		return withWarnings(admission.Allowed("namespace unreadable"), warnings)
+		return withWarnings(admission.Allowed("namespace unreadable"), warnings), metrics.Error
 	}
 	if nsLabels == nil || !matcher.NamespaceSelector().Matches(nsLabels) {
 		log.V(1).Info("Namespace not opted in", "namespace", req.Namespace)
-		return withWarnings(admission.Allowed("namespace not opted in"), warnings)
+		return withWarnings(admission.Allowed("namespace not opted in"), warnings), metrics.NotSelected
 	}
 
 	existing := pod.Spec.ImagePullSecrets
@@ -120,12 +133,15 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	// once, when the first such Secret comes.
 	var sa *corev1.ServiceAccount
 	saLooked := false
+	// selected says some matching entry selects the namespace; when none does, the Pod was not selected.
+	selected := false
 	for i, e := range candidates {
 		name := e.Registry.Secret.Name
 		if slices.ContainsFunc(candidates[:i], func(c *config.Entry) bool { return c.Registry.Secret.Name == name }) ||
 			!e.NamespaceSelector.Matches(nsLabels) {
 			continue
 		}
+		selected = true
 		named := referenced(name)
 		if !named && !saLooked {
 			sa, saLooked = h.enforcingServiceAccount(ctx, req.Namespace, pod.Spec.ServiceAccountName), true
@@ -150,12 +166,33 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 		}
 	}
 	if len(added) == 0 {
-		return withWarnings(admission.Allowed("nothing to add"), warnings)
+		if !selected {
+			return withWarnings(admission.Allowed("no entry selects the namespace"), warnings), metrics.NotSelected
+		}
+		return withWarnings(admission.Allowed("nothing to add"), warnings), metrics.NothingToAdd
 	}
 	if log.V(1).Enabled() {
 		log.V(1).Info("Adding image pull secrets", "namespace", req.Namespace, "added", added)
 	}
-	return withWarnings(addPullSecrets(len(existing), added), warnings)
+	resp, err := podPatch(pod, added, injections(candidates, added))
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err), metrics.Error
+	}
+	return withWarnings(resp, warnings), metrics.Injected
+}
+
+// injections says, for each added Secret, which configured registries the Pod's images matched.
+func injections(candidates []*config.Entry, added []string) []Injection {
+	out := make([]Injection, len(added))
+	for i, name := range added {
+		out[i].Secret = name
+		for _, e := range candidates {
+			if e.Registry.Secret.Name == name {
+				out[i].Registries = append(out[i].Registries, e.Registry.Registry)
+			}
+		}
+	}
+	return out
 }
 
 // matchImages returns the configured entries any of the Pod's images pulls from, in config order, without
@@ -451,10 +488,20 @@ func (h *Injector) create(ctx context.Context, src config.SecretRef, source *cor
 	if source != nil {
 		cp = managed.Copy(source, namespace)
 	}
-	err := retry.OnError(createBackoff, retriable, func() error { return h.Writer.Create(ctx, cp.DeepCopy()) })
+	created := cp.DeepCopy()
+	err := retry.OnError(createBackoff, retriable, func() error {
+		created = cp.DeepCopy()
+		return h.Writer.Create(ctx, created)
+	})
 	switch {
 	case err == nil:
 		log.Info("Copied pull secret", "placeholder", source == nil)
+		metrics.CopyOperation(src.String(), metrics.Created)
+		note := "Copied from %s for a Pod in this namespace"
+		if source == nil {
+			note = "Created as a placeholder for %s, which is missing or unusable; filled in when it can be copied"
+		}
+		h.Events.Normal(created, events.ReasonCopyCreated, events.ActionCreate, note, src)
 		return createResult{managed: true}
 	case apierrors.IsAlreadyExists(err):
 		// Another replica, or a Secret someone else made: only the label tells which.
@@ -467,6 +514,7 @@ func (h *Injector) create(ctx context.Context, src config.SecretRef, source *cor
 		return createResult{managed: managed.IsManaged(existing), existing: existing}
 	default:
 		log.Error(err, "Cannot copy pull secret")
+		metrics.CopyOperation(src.String(), metrics.Failed)
 		return createResult{managed: true, warning: fmt.Sprintf("pullsecret-injector: cannot copy secret %s into namespace %q, "+
 			"it is referenced and the next Pod that needs it tries again: %v", src, namespace, err)}
 	}

@@ -1,9 +1,11 @@
 package webhook
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -18,8 +20,10 @@ import (
 type podFields struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
-	Metadata   struct {
-		Labels map[string]string `json:"labels"`
+	// Metadata is nil when the document has none; the API server always sends it.
+	Metadata *struct {
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
 	} `json:"metadata"`
 	Spec struct {
 		ServiceAccountName  string                        `json:"serviceAccountName"`
@@ -55,37 +59,85 @@ func decodePod(raw []byte) (*podFields, error) {
 	return p, nil
 }
 
-// pullSecretsPath is where the references go, as a JSON pointer.
-const pullSecretsPath = "/spec/imagePullSecrets"
+// InjectedAnnotation is set on every Pod the webhook changes. Its value is a JSON list of Injection, one per
+// Secret added: `[{"secret":"quay-regcred","registries":["quay.io"]}]`.
+const InjectedAnnotation = "pullsecret-injector.io/injected"
 
-// addPullSecrets returns the response that appends references to added, in order, to a Pod that has
-// existing references already: the JSON patch admission.PatchResponseFromRaw would compute from the Pod
-// marshalled before and after, built directly (a test holds the two equal). An empty or null list is
-// absent from the marshalled Pod, so the whole list is added; otherwise each reference is added by index.
-func addPullSecrets(existing int, added []string) admission.Response {
+// Injection is one Secret the webhook added to a Pod, with the configured registries (entry patterns) its
+// images matched.
+type Injection struct {
+	Secret     string   `json:"secret"`
+	Registries []string `json:"registries"`
+}
+
+const (
+	// pullSecretsPath is where the references go, as a JSON pointer.
+	pullSecretsPath = "/spec/imagePullSecrets"
+	// annotationsPath is the Pod's annotations.
+	annotationsPath = "/metadata/annotations"
+)
+
+// injectedPath is InjectedAnnotation among the Pod's annotations, escaped as a JSON pointer (RFC 6901).
+var injectedPath = annotationsPath + "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(InjectedAnnotation)
+
+// podPatch returns the response that appends references to added, in order, to the Pod, and sets
+// InjectedAnnotation to what was added: the JSON patch admission.PatchResponseFromRaw would compute from the
+// Pod marshalled before and after, built directly (a test holds the two equal). An empty or null list or map
+// is absent from the marshalled Pod, so it is added whole; otherwise each reference is added by index, and
+// the annotation added or replaced by key.
+func podPatch(pod *podFields, added []string, injected []Injection) (admission.Response, error) {
 	if len(added) == 0 {
-		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true}}
+		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true}}, nil
 	}
-	var ops []jsonpatch.JsonPatchOperation
+	value, err := json.Marshal(injected)
+	if err != nil {
+		return admission.Response{}, fmt.Errorf("marshal %s annotation: %w", InjectedAnnotation, err)
+	}
+	ops := make([]jsonpatch.JsonPatchOperation, 0, len(added)+1)
+	var annotations map[string]string
+	if pod.Metadata != nil {
+		annotations = pod.Metadata.Annotations
+	}
+	switch old, ok := annotations[InjectedAnnotation]; {
+	case pod.Metadata == nil:
+		// Only a document that did not come from an API server lacks metadata; the patch still applies.
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: "/metadata",
+			Value: map[string]any{"annotations": map[string]string{InjectedAnnotation: string(value)}}})
+	case len(annotations) == 0:
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: annotationsPath,
+			Value: map[string]string{InjectedAnnotation: string(value)}})
+	case !ok:
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: injectedPath, Value: string(value)})
+	case old != string(value):
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "replace", Path: injectedPath, Value: string(value)})
+	}
+	existing := len(pod.Spec.ImagePullSecrets)
 	if existing == 0 {
 		refs := make([]corev1.LocalObjectReference, len(added))
 		for i, name := range added {
 			refs[i].Name = name
 		}
-		ops = []jsonpatch.JsonPatchOperation{{Operation: "add", Path: pullSecretsPath, Value: refs}}
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: pullSecretsPath, Value: refs})
 	} else {
-		ops = make([]jsonpatch.JsonPatchOperation, len(added))
 		for i, name := range added {
-			ops[i] = jsonpatch.JsonPatchOperation{
+			ops = append(ops, jsonpatch.JsonPatchOperation{
 				Operation: "add",
 				Path:      pullSecretsPath + "/" + strconv.Itoa(existing+i),
 				Value:     corev1.LocalObjectReference{Name: name},
-			}
+			})
 		}
 	}
 	patchType := admissionv1.PatchTypeJSONPatch
 	return admission.Response{
 		Patches:           ops,
 		AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, PatchType: &patchType},
+	}, nil
+}
+
+// labels returns the Pod's labels, nil when it has none.
+func (p *podFields) labels() map[string]string {
+	if p.Metadata == nil {
+		return nil
 	}
+	return p.Metadata.Labels
 }

@@ -25,11 +25,18 @@ var schemeDecoder = func() admission.Decoder {
 
 // diffPatch is the reference patch: the Pod marshalled before and after appending the references, diffed
 // by admission.PatchResponseFromRaw, as the handler did before it built the patch directly.
-func diffPatch(t testing.TB, pod *corev1.Pod, added []string) admission.Response {
+func diffPatch(t testing.TB, pod *corev1.Pod, added []string, injected []Injection) admission.Response {
 	t.Helper()
 	mutated := pod.DeepCopy()
 	for _, name := range added {
 		mutated.Spec.ImagePullSecrets = append(mutated.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
+	}
+	if len(added) > 0 {
+		value, err := json.Marshal(injected)
+		if err != nil {
+			t.Fatal(err)
+		}
+		metav1.SetMetaDataAnnotation(&mutated.ObjectMeta, InjectedAnnotation, string(value))
 	}
 	before, err := json.Marshal(pod)
 	if err != nil {
@@ -43,7 +50,7 @@ func diffPatch(t testing.TB, pod *corev1.Pod, added []string) admission.Response
 }
 
 // checkEquivalent decodes raw both ways and, when the scheme decodes it, requires decodePod to decode it too,
-// to the same fields, and addPullSecrets to answer exactly as the diff of the marshalled Pods does.
+// to the same fields, and podPatch to answer exactly as the diff of the marshalled Pods does.
 func checkEquivalent(t testing.TB, raw []byte, added []string) {
 	t.Helper()
 	var full corev1.Pod
@@ -54,11 +61,23 @@ func checkEquivalent(t testing.TB, raw []byte, added []string) {
 	if err != nil {
 		t.Fatalf("decodePod refused %s, which the scheme decodes as a Pod: %v", raw, err)
 	}
+	if !hasMember(raw, "metadata") {
+		// The scheme's Pod always has metadata, decodePod's only when the document does (an API server's
+		// always does): podPatch then adds the whole of it, where the diff of the typed Pods cannot apply.
+		return
+	}
 	if diff := cmp.Diff(fieldsOf(&full), got); diff != "" {
 		t.Fatalf("decodePod(%s) mismatch with the scheme's Pod (-want +got):\n%s", raw, diff)
 	}
-	want := diffPatch(t, &full, added)
-	direct := addPullSecrets(len(got.Spec.ImagePullSecrets), added)
+	injected := make([]Injection, len(added))
+	for i, name := range added {
+		injected[i] = Injection{Secret: name, Registries: []string{"quay.io", name + ".example.com"}}
+	}
+	want := diffPatch(t, &full, added, injected)
+	direct, err := podPatch(got, added, injected)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if diff := cmp.Diff(opsJSON(t, want), opsJSON(t, direct)); diff != "" {
 		t.Fatalf("patch for %v on %s mismatch with the diff (-want +got):\n%s", added, raw, diff)
 	}
@@ -70,7 +89,10 @@ func checkEquivalent(t testing.TB, raw []byte, added []string) {
 // fieldsOf is what decodePod should make of the Pod.
 func fieldsOf(p *corev1.Pod) *podFields {
 	f := &podFields{APIVersion: p.APIVersion, Kind: p.Kind}
-	f.Metadata.Labels = p.Labels
+	f.Metadata = &struct {
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	}{Labels: p.Labels, Annotations: p.Annotations}
 	f.Spec.ServiceAccountName = p.Spec.ServiceAccountName
 	f.Spec.ImagePullSecrets = p.Spec.ImagePullSecrets
 	for _, c := range p.Spec.InitContainers {
@@ -130,6 +152,13 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 		{name: "field names are case-sensitive both ways", raw: `{"Spec":{"Containers":[{"Image":"a"}]},"spec":{"containers":[{"IMAGE":"b"}]}}`, added: []string{"x"}},
 		{name: "a thousand containers", raw: mustJSON(t, manyContainers(1000)), added: []string{"x"}},
 		{name: "nothing added", raw: mustJSON(t, pod("quay.io/org/app")), added: nil},
+		{name: "annotations of the Pod's own are kept", raw: `{"metadata":{"annotations":{"a":"b"}}}`, added: []string{"x"}},
+		{name: "empty annotations are replaced whole", raw: `{"metadata":{"annotations":{}}}`, added: []string{"x"}},
+		{name: "an injected annotation the Pod came with is replaced",
+			raw: `{"metadata":{"annotations":{"` + InjectedAnnotation + `":"lie"}}}`, added: []string{"x"}},
+		{name: "an injected annotation that already says it all stays",
+			raw: `{"metadata":{"annotations":{"` + InjectedAnnotation + `":"[{\"secret\":\"x\",\"registries\":[\"quay.io\",\"x.example.com\"]}]"}}}`,
+			added: []string{"x"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,4 +225,14 @@ func mustJSON(t testing.TB, v any) string {
 		t.Fatal(err)
 	}
 	return string(raw)
+}
+
+// hasMember reports whether the JSON object raw has a non-null member key (the last one, when repeated).
+func hasMember(raw []byte, key string) bool {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return false
+	}
+	v, ok := obj[key]
+	return ok && string(v) != "null"
 }

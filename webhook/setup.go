@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
@@ -52,7 +53,7 @@ type Synced interface {
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, sources interface {
 	sourcecache.Reader
 	Synced
-}, saMode ServiceAccountMode, draining func() bool) error {
+}, recorder *events.Recorder, saMode ServiceAccountMode, draining func() bool) error {
 	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret(), managed.PartialServiceAccount()} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("start informer for %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, err)
@@ -64,6 +65,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		Cache:     mgr.GetCache(),
 		APIReader: mgr.GetAPIReader(),
 		Writer:    mgr.GetClient(),
+		Events:    recorder,
 
 		ServiceAccounts: saMode,
 	}

@@ -23,7 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
 
@@ -51,6 +53,8 @@ type Reconciler struct {
 	// use it, and how old a copy must be before it is deleted at all (replicas see a new configuration a
 	// little apart, and a copy made by a replica that saw it first must not be deleted by one that did not).
 	RevocationRecheck time.Duration
+	// Events records Events on the copies written; nil records none.
+	Events *events.Recorder
 
 	mu sync.Mutex
 	// verified remembers, per copy, the resourceVersion at which the copy was last seen to hold a source's
@@ -178,15 +182,19 @@ func (r *Reconciler) create(ctx context.Context, entry *config.Entry, key types.
 	if src != nil && managed.Usable(src) {
 		cp = managed.Copy(src, key.Namespace)
 	}
+	source := entry.Registry.Secret.String()
 	if err := r.Client.Create(ctx, cp); err != nil {
 		if apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err) {
 			// Created meanwhile (its event follows), or the namespace is gone.
 			return reconcile.Result{}, nil
 		}
+		metrics.CopyOperation(source, metrics.Failed)
 		return reconcile.Result{}, fmt.Errorf("recreate copy %s: %w", key, err)
 	}
 	r.remember(cp)
-	log.Info("Recreated deleted copy", "source", entry.Registry.Secret.String(), "placeholder", src == nil || !managed.Usable(src))
+	metrics.CopyOperation(source, metrics.Created)
+	r.Events.Normal(cp, events.ReasonCopyCreated, events.ActionCreate, "Recreated from %s after it was deleted", source)
+	log.Info("Recreated deleted copy", "source", source, "placeholder", src == nil || !managed.Usable(src))
 	return reconcile.Result{}, nil
 }
 
@@ -275,9 +283,14 @@ func (r *Reconciler) update(ctx context.Context, key types.NamespacedName, resou
 			// Made immutable since it was read: the next pass reads it and replaces it.
 			return reconcile.Result{RequeueAfter: conflictRetry}, nil
 		}
+		metrics.CopyOperation(want.Annotations[managed.SourceAnnotation], metrics.Failed)
+		r.Events.Warning(target, events.ReasonCopyFailed, events.ActionUpdate, "Cannot update from %s: %v",
+			want.Annotations[managed.SourceAnnotation], err)
 		return reconcile.Result{}, fmt.Errorf("update copy %s: %w", key, err)
 	}
 	r.remember(target)
+	metrics.CopyOperation(want.Annotations[managed.SourceAnnotation], metrics.Updated)
+	r.Events.Normal(target, events.ReasonCopyUpdated, events.ActionUpdate, "Updated from %s: %s", want.Annotations[managed.SourceAnnotation], reason)
 	logf.FromContext(ctx).Info("Updated copy from its source", "reason", reason, "source", want.Annotations[managed.SourceAnnotation])
 	return reconcile.Result{}, nil
 }
@@ -294,10 +307,15 @@ func (r *Reconciler) replace(ctx context.Context, live, want *corev1.Secret) (re
 			return reconcile.Result{}, fmt.Errorf("delete copy %s to replace it: %w", key, err)
 		}
 	}
+	source := want.Annotations[managed.SourceAnnotation]
 	if err := r.Client.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
+		metrics.CopyOperation(source, metrics.Failed)
 		return reconcile.Result{}, fmt.Errorf("create copy %s in place of the old one: %w", key, err)
 	}
 	r.remember(want)
+	metrics.CopyOperation(source, metrics.Updated)
+	r.Events.Normal(want, events.ReasonCopyReplaced, events.ActionUpdate,
+		"Replaced with a copy of %s: its type or immutability differed from the source's", source)
 	logf.FromContext(ctx).Info("Replaced copy whose type or immutability differed from its source")
 	return reconcile.Result{}, nil
 }
@@ -311,7 +329,11 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 		return reconcile.Result{RequeueAfter: r.RevocationRecheck - age}, nil
 	}
 	reason := "no configured entry names this secret"
+	// The metric's label comes from the configuration, never from the copy's annotation, which a tenant
+	// can edit: a copy no entry names any more is counted under removedSource.
+	source := removedSource
 	if entry != nil {
+		source = entry.Registry.Secret.String()
 		// The cache may lag behind a namespace labelled a moment ago; deleting a copy a new Pod needs is
 		// worse than a live read on this rare path.
 		ns, err := r.namespace(ctx, r.APIReader, key.Namespace)
@@ -343,12 +365,19 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 		case apierrors.IsConflict(err):
 			return reconcile.Result{RequeueAfter: conflictRetry}, nil
 		}
+		metrics.CopyOperation(source, metrics.Failed)
 		return reconcile.Result{}, fmt.Errorf("delete copy %s: %w", key, err)
 	}
 	r.forget(key)
+	metrics.CopyOperation(source, metrics.Deleted)
+	cp.UID = cached.UID
+	r.Events.Normal(cp, events.ReasonCopyDeleted, events.ActionDelete, "Deleted: %s", reason)
 	log.Info("Deleted copy that no longer applies", "reason", reason)
 	return reconcile.Result{}, nil
 }
+
+// removedSource is the source label of the copies of an entry that was removed from the configuration.
+const removedSource = "removed"
 
 // podListPage bounds the memory a revocation check takes in a namespace with many Pods.
 const podListPage = 500

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
@@ -36,6 +37,8 @@ type Options struct {
 	ResyncPeriod time.Duration
 	// RevocationRecheck: see Reconciler.RevocationRecheck.
 	RevocationRecheck time.Duration
+	// Events records Events on the copies written; nil records none.
+	Events *events.Recorder
 }
 
 // Trigger is how the sources and the configuration tell the reconciler to look at copies.
@@ -63,6 +66,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		APIReader:         c,
 		Client:            c,
 		RevocationRecheck: opts.RevocationRecheck,
+		Events:            opts.Events,
 	}
 	ctl, err := controller.New(Name, mgr, controller.Options{
 		Reconciler:              r,

@@ -1,0 +1,158 @@
+// Package metrics holds the project's Prometheus metrics, registered with controller-runtime's registry so
+// that they are served beside its own webhook, controller and client metrics. Every label is bounded by the
+// configuration (a source Secret, an outcome, an operation), never by namespaces or Pods.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Namespace is the prefix of every metric of the project.
+const Namespace = "pullsecret_injector"
+
+// Outcome is what an admission did with a Pod create.
+type Outcome string
+
+// The outcomes of a Pod create, the values of the admissions counter's outcome label.
+const (
+	// Injected: one reference or more was added.
+	Injected Outcome = "injected"
+	// NothingToAdd: no image pulls from a configured registry, or the Pod references every Secret already.
+	NothingToAdd Outcome = "nothing_to_add"
+	// NotSelected: the namespace is not opted in, or no matching entry selects it.
+	NotSelected Outcome = "not_selected"
+	// OptedOut: the Pod carries the opt-out label.
+	OptedOut Outcome = "opted_out"
+	// Error: the request was refused as malformed, or the namespace could not be read.
+	Error Outcome = "error"
+)
+
+// Operation is what was done to a copy, the values of the copy operations counter's operation label.
+type Operation string
+
+// The operations on copies.
+const (
+	Created Operation = "created"
+	Updated Operation = "updated"
+	Deleted Operation = "deleted"
+	Failed  Operation = "failed"
+)
+
+// ReloadResult is the result label of the configuration reloads counter.
+type ReloadResult string
+
+// The results of a configuration reload.
+const (
+	ReloadSuccess ReloadResult = "success"
+	ReloadFailure ReloadResult = "failure"
+)
+
+var (
+	admissions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "admissions_total",
+		Help:      "Pod create admissions answered, by outcome: injected, nothing_to_add, not_selected, opted_out, error.",
+	}, []string{"outcome"})
+	// admissionCounters holds each outcome's counter resolved once, so that counting costs an admission one
+	// atomic add and no label lookup.
+	admissionCounters = map[Outcome]prometheus.Counter{}
+
+	copyOperations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "copy_operations_total",
+		Help:      "Writes to managed copies, by configured source Secret (namespace/name) and operation: created, updated, deleted, failed.",
+	}, []string{"source", "operation"})
+
+	sourceInvalid = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "source_invalid",
+		Help: "1 when a configured source Secret (namespace/name) is missing, has the wrong type or holds no credential " +
+			"the kubelet would use for its entries' registries; 0 when it is usable.",
+	}, []string{"source"})
+
+	configReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "config_reloads_total",
+		Help:      "Configuration file changes read, by result: success (the new configuration is in force) or failure (refused, the previous one stays).",
+	}, []string{"result"})
+
+	configLastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "config_last_reload_success_timestamp_seconds",
+		Help:      "Unix time at which the configuration in force was loaded.",
+	})
+
+	eventsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "events_dropped_total",
+		Help:      "Kubernetes Events not emitted because their rate limit was reached.",
+	})
+)
+
+func init() {
+	for _, o := range []Outcome{Injected, NothingToAdd, NotSelected, OptedOut, Error} {
+		admissionCounters[o] = admissions.WithLabelValues(string(o))
+	}
+	for _, r := range []ReloadResult{ReloadSuccess, ReloadFailure} {
+		configReloads.WithLabelValues(string(r))
+	}
+	ctrlmetrics.Registry.MustRegister(admissions, copyOperations, sourceInvalid, configReloads, configLastSuccess, eventsDropped)
+}
+
+// Admission counts one admission with its outcome.
+func Admission(o Outcome) {
+	if c, ok := admissionCounters[o]; ok {
+		c.Inc()
+	}
+}
+
+// CopyOperation counts one write to a copy of source (namespace/name).
+func CopyOperation(source string, op Operation) {
+	copyOperations.WithLabelValues(source, string(op)).Inc()
+}
+
+// SourceInvalid sets the source's gauge.
+func SourceInvalid(source string, invalid bool) {
+	v := 0.0
+	if invalid {
+		v = 1
+	}
+	sourceInvalid.WithLabelValues(source).Set(v)
+}
+
+// ForgetSource removes the series of a source that is no longer configured.
+func ForgetSource(source string) {
+	sourceInvalid.DeleteLabelValues(source)
+}
+
+// ConfigReload counts a reload; a success also sets the time of the last good one.
+func ConfigReload(r ReloadResult, at time.Time) {
+	configReloads.WithLabelValues(string(r)).Inc()
+	if r == ReloadSuccess {
+		configLastSuccess.Set(float64(at.Unix()))
+	}
+}
+
+// EventDropped counts an Event the rate limit held back.
+func EventDropped() {
+	eventsDropped.Inc()
+}
+
+// RegisterCertificateExpiry registers a gauge of the serving certificate's expiry time, read from notAfter
+// at each scrape; notAfter returns false while there is no certificate, and the gauge is then 0.
+func RegisterCertificateExpiry(notAfter func() (time.Time, bool)) error {
+	return ctrlmetrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "certificate_expiry_timestamp_seconds",
+		Help:      "Unix time at which the webhook's serving certificate expires.",
+	}, func() float64 {
+		t, ok := notAfter()
+		if !ok {
+			return 0
+		}
+		return float64(t.Unix())
+	}))
+}
