@@ -157,7 +157,7 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 		{name: "an injected annotation the Pod came with is replaced",
 			raw: `{"metadata":{"annotations":{"` + InjectedAnnotation + `":"lie"}}}`, added: []string{"x"}},
 		{name: "an injected annotation that already says it all stays",
-			raw: `{"metadata":{"annotations":{"` + InjectedAnnotation + `":"[{\"secret\":\"x\",\"registries\":[\"quay.io\",\"x.example.com\"]}]"}}}`,
+			raw:   `{"metadata":{"annotations":{"` + InjectedAnnotation + `":"[{\"secret\":\"x\",\"registries\":[\"quay.io\",\"x.example.com\"]}]"}}}`,
 			added: []string{"x"}},
 	}
 	for _, tc := range tests {
