@@ -101,8 +101,8 @@ func TestPullThroughRealRegistry(t *testing.T) {
 	// webhook that leaves the namespace that is not opted in alone.
 	mwc := plane.MutatingWebhookConfiguration("registry-pull", w.Port, &metav1.LabelSelector{
 		MatchExpressions: []metav1.LabelSelectorRequirement{{
-			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
-			Values: []string{"kube-system", sourceNamespace},
+			Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn,
+			Values: []string{metav1.NamespaceSystem, sourceNamespace},
 		}},
 	})
 	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
