@@ -2,6 +2,7 @@
 
 K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= v3.6.16
+REGISTRY_VERSION ?= v3.1.2
 HELM_VERSION ?= v3.22.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 HELM_DOCS_VERSION ?= v1.14.2
@@ -11,6 +12,7 @@ FUZZMINIMIZETIME ?= 5s
 
 BIN := $(CURDIR)/bin
 CONTROLPLANE := $(BIN)/k8s/$(K8S_VERSION)
+REGISTRY := $(BIN)/registry/$(REGISTRY_VERSION:v%=%)/registry
 HELM := $(BIN)/helm
 GOLANGCI_LINT := $(BIN)/golangci-lint
 HELM_DOCS := $(BIN)/helm-docs
@@ -20,6 +22,7 @@ PLATFORMS ?= linux/amd64,linux/arm64
 BUILDX_FLAGS ?= --push
 
 export KUBEBUILDER_ASSETS := $(CONTROLPLANE)
+export REGISTRY_BINARY := $(REGISTRY)
 
 .DEFAULT_GOAL := help
 
@@ -53,6 +56,12 @@ controlplane: $(CONTROLPLANE)/kube-apiserver ## Build etcd and kube-apiserver fr
 $(CONTROLPLANE)/kube-apiserver $(CONTROLPLANE)/etcd: hack/build-controlplane.sh
 	K8S_VERSION=v$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/build-controlplane.sh $(CONTROLPLANE)
 
+.PHONY: registry
+registry: $(REGISTRY) ## Build the CNCF distribution registry the pull test runs into bin/registry (cached).
+
+$(REGISTRY): hack/build-registry.sh
+	REGISTRY_VERSION=$(REGISTRY_VERSION) hack/build-registry.sh $(dir $(REGISTRY))
+
 ##@ Test
 
 .PHONY: test
@@ -75,7 +84,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 15s) from its seed corpus in
 	go test -run '^$$' -fuzz '^FuzzDirectPatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./webhook
 
 .PHONY: test-e2e
-test-e2e: controlplane $(HELM) ## Run only the end-to-end tests (test/chart drives the helm binary).
+test-e2e: controlplane registry $(HELM) ## Run only the end-to-end tests (test/chart drives the helm binary; the pull test runs the registry).
 	HELM=$(HELM) go test -count=1 -timeout 20m ./test/...
 
 .PHONY: bench
