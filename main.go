@@ -63,6 +63,9 @@ type options struct {
 
 	shutdownDelay time.Duration
 
+	eventsQPS   float64
+	eventsBurst int
+
 	serviceAccountPullSecrets string
 
 	certs certs.Options
@@ -111,6 +114,9 @@ func main() {
 	fs.Float64Var(&o.reconcilerQPS, "reconciler-qps", 50,
 		"Sustained API requests per second of the reconciler's own client, apart from the admission path's.")
 	fs.IntVar(&o.reconcilerBurst, "reconciler-burst", 100, "Burst of API requests of the reconciler's own client.")
+	fs.Float64Var(&o.eventsQPS, "events-qps", events.DefaultQPS,
+		"Kubernetes Events emitted per second at most, on copies and sources; the ones over it are dropped and counted.")
+	fs.IntVar(&o.eventsBurst, "events-burst", events.DefaultBurst, "Burst of Kubernetes Events over --events-qps.")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second,
 		"On SIGTERM, how long to keep serving admissions while /readyz fails, so that the API server stops sending "+
 			"requests here before the listener closes. Keep terminationGracePeriodSeconds above it plus the drain.")
@@ -244,7 +250,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	}
 	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
 	tracker.Set(store.Matcher().Sources())
-	recorder := events.New(mgr.GetEventRecorder(events.Controller), events.DefaultQPS, events.DefaultBurst)
+	recorder := events.New(mgr.GetEventRecorder(events.Controller), float32(o.eventsQPS), o.eventsBurst)
 	if err := webhook.SetupWithManager(ctx, mgr, store, tracker, recorder, saMode, draining.Load); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,12 +12,16 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	injector "github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
 
 var nsCounter atomic.Int64
@@ -123,6 +128,45 @@ func TestLabelledNamespaceGetsReferenceAndCopy(t *testing.T) {
 	if got := copied.Annotations[managed.SourceAnnotation]; got != sourceNamespace+"/team-a-regcred" {
 		t.Errorf("copy source annotation = %q", got)
 	}
+
+	// The Pod says what was added, and for which configured registry.
+	var injected []injector.Injection
+	if err := json.Unmarshal([]byte(pod.Annotations[injector.InjectedAnnotation]), &injected); err != nil {
+		t.Fatalf("annotation %s = %q: %v", injector.InjectedAnnotation, pod.Annotations[injector.InjectedAnnotation], err)
+	}
+	want := []injector.Injection{{Secret: "team-a-regcred", Registries: []string{"registry.example.com:5000/team-a"}}}
+	if diff := cmp.Diff(want, injected); diff != "" {
+		t.Errorf("annotation %s (-want +got):\n%s", injector.InjectedAnnotation, diff)
+	}
+	// kubectl describe secret shows that the copy was made, and from what.
+	event := waitForEvent(t, ns, copied.Name, events.ReasonCopyCreated)
+	if event.Type != corev1.EventTypeNormal || event.ReportingController != events.Controller ||
+		!strings.Contains(event.Note, sourceNamespace+"/team-a-regcred") || event.Regarding.UID != copied.UID {
+		t.Errorf("event %+v: want a Normal %s from %s regarding the copy, naming its source", event, events.ReasonCopyCreated, events.Controller)
+	}
+}
+
+// waitForEvent waits for an events.k8s.io Event with reason about the object named regarding in namespace.
+func waitForEvent(t *testing.T, namespace, regarding, reason string) *eventsv1.Event {
+	t.Helper()
+	var found *eventsv1.Event
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := admin.EventsV1().Events(namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		for i, e := range list.Items {
+			if e.Regarding.Name == regarding && e.Reason == reason {
+				found = &list.Items[i]
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("no %s event about %s/%s: %v", reason, namespace, regarding, err)
+	}
+	return found
 }
 
 func TestNothingChanges(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
@@ -165,6 +166,9 @@ func TestRotationReachesEveryCopy(t *testing.T) {
 		return ok, nil
 	}, func() string { _, d := allHold(t, name, namespaces, rotated); return d })
 	t.Logf("rotation reached the last of %d copies %v after the source was updated", len(namespaces), took)
+	if e := waitForEvent(t, namespaces[0], name, events.ReasonCopyUpdated); !strings.Contains(e.Note, "source changed") {
+		t.Errorf("event %s on the rotated copy says %q, want the reason", events.ReasonCopyUpdated, e.Note)
+	}
 
 	if got := getSecret(t, theirsNS, name); got.ResourceVersion != theirs.ResourceVersion {
 		t.Errorf("unmanaged Secret %s/%s was written (resourceVersion %s -> %s)", theirsNS, name, theirs.ResourceVersion, got.ResourceVersion)

@@ -212,6 +212,9 @@ func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, ext
 		"--revocation-recheck", "2s",
 		// Nothing routes to these processes through endpoints that lag; the rollout test sets its own.
 		"--shutdown-delay", "0s",
+		// Tests look for the Events of what they do; the shared webhook does far more than production's
+		// rate allows.
+		"--events-qps", "1000", "--events-burst", "1000",
 		"--kubeconfig", cp.Kubeconfig,
 		"--cert-dir", cp.CertDir,
 		"--webhook-host", "127.0.0.1",
