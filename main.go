@@ -28,6 +28,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/certs"
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/check"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
@@ -71,6 +72,10 @@ var gracefulShutdownTimeout = 20 * time.Second
 const defaultLeaderElectionID = "pullsecret-injector"
 
 func main() {
+	// The check subcommand has flags of its own and must never start the webhook.
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		os.Exit(check.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	var o options
 	fs := flag.CommandLine
 	fs.StringVar(&o.configPath, "config", config.DefaultPath, "Path of the YAML configuration file. It is read again when it changes.")

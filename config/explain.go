@@ -122,9 +122,9 @@ func (p Pattern) Explain(repository string) (bool, string) {
 	}
 	switch {
 	case p.defaultRegistry && isDefaultRegistryMatch(t.repository):
-		return true, "index.docker.io stands for every Docker Hub image"
+		return true, "every Docker Hub image (the kubelet's index.docker.io fallback)"
 	case p.defaultRegistry:
-		return false, "index.docker.io stands for Docker Hub images only"
+		return false, "it stands for Docker Hub images only (the kubelet's index.docker.io fallback)"
 	default:
 		return false, "the repository does not parse as a URL"
 	}
