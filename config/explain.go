@@ -187,3 +187,24 @@ func (p Pattern) explainURL(t target) (string, bool) {
 	}
 	return why, true
 }
+
+// Lookup returns the indexes of the keys whose credentials the kubelet offers for repository, a
+// NormalizeImage result, when a pull secret holds exactly these keys: those that match it as URLs, or, when
+// none does, the index.docker.io keys for a Docker Hub image (the kubelet's BasicDockerKeyring.Lookup).
+func Lookup(keys []Pattern, repository string) []int {
+	t := parseTarget(repository)
+	var matched, fallback []int
+	for i, k := range keys {
+		switch {
+		case k.key == "":
+		case t.parsed && k.matchesURL(t):
+			matched = append(matched, i)
+		case k.defaultRegistry && isDefaultRegistryMatch(t.repository):
+			fallback = append(fallback, i)
+		}
+	}
+	if len(matched) > 0 {
+		return matched
+	}
+	return fallback
+}

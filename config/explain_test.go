@@ -1,6 +1,10 @@
 package config
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
 
 func TestCovers(t *testing.T) {
 	tests := []struct {
@@ -108,6 +112,39 @@ func TestExplain(t *testing.T) {
 			}
 			if match != p.Matches(tt.image) {
 				t.Errorf("Explain says %v, Matches says %v", match, !match)
+			}
+		})
+	}
+}
+
+func TestLookup(t *testing.T) {
+	parse := func(ss ...string) []Pattern {
+		var out []Pattern
+		for _, s := range ss {
+			p, err := ParsePattern(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	tests := []struct {
+		name       string
+		keys       []string
+		repository string
+		want       []int
+	}{
+		{"every matching key is offered", []string{"quay.io", "ghcr.io", "quay.io/team"}, "quay.io/team/app", []int{0, 2}},
+		{"no key matches", []string{"quay.io"}, "ghcr.io/x", nil},
+		{"index.docker.io is the fallback for Docker Hub", []string{"https://index.docker.io/v1/", "quay.io"}, "docker.io/library/nginx", []int{0}},
+		{"a matching key shadows the fallback", []string{"https://index.docker.io/v1/", "docker.io/myorg"}, "docker.io/myorg/app", []int{1}},
+		{"the fallback is for Docker Hub only", []string{"index.docker.io"}, "quay.io/x", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, Lookup(parse(tt.keys...), tt.repository)); diff != "" {
+				t.Errorf("Lookup (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -149,34 +150,26 @@ type namespaceState struct {
 	optedIn bool
 }
 
-// sourceKey is one source checked against one entry.
-type sourceKey struct {
-	ref   config.SecretRef
-	index int
-}
-
-// sourceState is the outcome for one source and entry.
-type sourceState struct {
-	// line is printed after "source: ".
-	line string
-	// usable is false when the source is missing or fails the credential check.
-	usable bool
-	// readErr is set when the source could not be read.
-	readErr bool
+// source is a source Secret as read from the cluster, once per run.
+type source struct {
+	secret *corev1.Secret
+	// missing is true when the Secret does not exist; err is set when it could not be read.
+	missing bool
+	err     error
 }
 
 type runner struct {
 	Options
 	out     *printer
 	ns      namespaceState
-	sources map[sourceKey]sourceState
+	sources map[config.SecretRef]source
 	readErr bool
 }
 
 // Run writes the report for images to stdout and returns the exit status. Errors that stop the run go to
 // stderr.
 func Run(ctx context.Context, o Options, images []string, stdout, stderr io.Writer) int {
-	r := &runner{Options: o, out: &printer{w: stdout}, sources: map[sourceKey]sourceState{}}
+	r := &runner{Options: o, out: &printer{w: stdout}, sources: map[config.SecretRef]source{}}
 	if err := r.readNamespace(ctx); err != nil {
 		fprintf(stderr, "pullsecret-injector check: %v\n", err)
 		if apierrors.IsNotFound(err) {
@@ -303,9 +296,11 @@ func (r *runner) image(ctx context.Context, image string) bool {
 			}
 			continue
 		}
-		s := r.source(ctx, &e)
-		r.out.printf("    source %s\n", s.line)
-		if s.usable || s.readErr {
+		lines, usableHere, readErr := r.checkSource(ctx, &e, repository)
+		for _, l := range lines {
+			r.out.printf("    %s\n", l)
+		}
+		if usableHere || readErr {
 			if !slices.Contains(usable, name) {
 				usable = append(usable, name)
 			}
@@ -363,35 +358,57 @@ func (r *runner) selection(e *config.Entry) (bool, string) {
 	}
 }
 
-// source reads e's source Secret and checks it against e's pattern, once per source and entry.
-func (r *runner) source(ctx context.Context, e *config.Entry) sourceState {
-	key := sourceKey{ref: e.Registry.Secret, index: e.Index}
-	if s, ok := r.sources[key]; ok {
-		return s
-	}
-	s := r.readSource(ctx, e)
-	r.sources[key] = s
-	r.readErr = r.readErr || s.readErr
-	return s
-}
-
-func (r *runner) readSource(ctx context.Context, e *config.Entry) sourceState {
-	ref := e.Registry.Secret
-	secret, err := r.Client.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+// checkSource returns the lines that say whether e's source is usable for repository: whether it exists,
+// its credential check for e's pattern, and which of its auths keys the kubelet offers for this image.
+// usable is true when one of those keys carries a credential; readErr when the source could not be read.
+func (r *runner) checkSource(ctx context.Context, e *config.Entry, repository string) (lines []string, usable, readErr bool) {
+	src := r.source(ctx, e.Registry.Secret)
 	switch {
-	case apierrors.IsNotFound(err):
-		return sourceState{line: "missing: the Pod gets an empty placeholder copy and pulls anonymously until the source exists"}
-	case err != nil:
-		return sourceState{line: "could not be read: " + err.Error(), readErr: true}
+	case src.missing:
+		return []string{"source missing: the Pod gets an empty placeholder copy and pulls anonymously until the source exists"}, false, false
+	case src.err != nil:
+		return []string{"source could not be read: " + src.err.Error()}, false, true
 	}
-	res := credcheck.Check(secret.Type, secret.Data, []config.Pattern{e.Pattern})
-	line := "exists; credential " + string(res.Reason)
+	res := credcheck.Check(src.secret.Type, src.secret.Data, []config.Pattern{e.Pattern})
+	line := "source exists; credential " + string(res.Reason)
 	if res.Message != "" {
 		line += ": " + res.Message
 	} else if len(res.Keys) > 0 {
 		line += " (auths keys " + quoteBounded(res.Keys) + ")"
 	}
-	return sourceState{line: line, usable: res.OK}
+	lines = append(lines, line)
+	if res.Refused() {
+		return lines, false, false
+	}
+	offered, credential := credcheck.ForImage(src.secret.Type, src.secret.Data, repository)
+	switch {
+	case len(offered) == 0:
+		lines = append(lines, "kubelet offers none of its auths keys for this image")
+	case !credential:
+		lines = append(lines, "kubelet offers auths keys "+quoteBounded(offered)+" for this image, without a username or password")
+	default:
+		lines = append(lines, "kubelet offers auths keys "+quoteBounded(offered)+" for this image")
+	}
+	return lines, credential, false
+}
+
+// source reads ref once per run.
+func (r *runner) source(ctx context.Context, ref config.SecretRef) source {
+	if s, ok := r.sources[ref]; ok {
+		return s
+	}
+	var s source
+	var err error
+	s.secret, err = r.Client.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		s.missing = true
+	case err != nil:
+		s.err = err
+		r.readErr = true
+	}
+	r.sources[ref] = s
+	return s
 }
 
 // maxKeysShown and maxKeyLen bound the auths keys listed for one source.

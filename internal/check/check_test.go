@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -183,6 +184,8 @@ func TestRunWithCluster(t *testing.T) {
 		name      string
 		namespace string
 		image     string
+		// objects replace the default ones of the same name.
+		objects   []runtime.Object
 		status    int
 		wantLines []string
 	}{
@@ -191,6 +194,7 @@ func TestRunWithCluster(t *testing.T) {
 				"namespace payments (pullsecret-injector.io/inject=enabled): opted in: selected by namespaceSelector pullsecret-injector.io/inject=enabled",
 				"    namespace selected (entry namespaceSelector team=payments)",
 				`    source exists; credential partial_match: entry "*.dkr.ecr.eu-west-1.amazonaws.com": only auths keys "123456789012.dkr.ecr.eu-west-1.amazonaws.com" carry a credential, and they are used for some of its images only`,
+				`    kubelet offers auths keys "123456789012.dkr.ecr.eu-west-1.amazonaws.com" for this image`,
 				"  result: gets ecr-regcred",
 			}},
 		{name: "entry selector leaves another opted-in namespace out", namespace: "shop", image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app",
@@ -216,12 +220,35 @@ func TestRunWithCluster(t *testing.T) {
 			status: ExitNothing,
 			wantLines: []string{
 				`    source exists; credential no_matching_key: entry "quay.io": no auths key is used by the kubelet for its images; the keys are "ghcr.io"`,
+				"    kubelet offers none of its auths keys for this image",
 				"  result: gets quay-regcred, but no usable credential from it",
 			}},
 		{name: "docker hub source under the legacy key is usable", namespace: "shop", image: "myorg/app",
 			wantLines: []string{
 				`    source exists; credential ok (auths keys "https://index.docker.io/v1/")`,
+				`    kubelet offers auths keys "https://index.docker.io/v1/" for this image`,
 				"  result: gets hub-regcred",
+			}},
+		{name: "a narrow key that does not serve this image is no usable credential", namespace: "payments",
+			image:  "999999999999.dkr.ecr.eu-west-1.amazonaws.com/app",
+			status: ExitNothing,
+			wantLines: []string{
+				"    kubelet offers none of its auths keys for this image",
+				"  result: gets ecr-regcred, but no usable credential from it",
+			}},
+		{name: "invalid auth makes the kubelet refuse the secret", namespace: "shop", image: "quay.io/x",
+			objects: []runtime.Object{dockerConfigSecret("quay-regcred", "quay.io", "!!!")},
+			status:  ExitNothing,
+			wantLines: []string{
+				`    source exists; credential invalid_auth: the auth value of auths key "quay.io" is not valid base64; the kubelet refuses the whole Secret and every pull of a Pod that references it`,
+				"  result: gets quay-regcred, but no usable credential from it",
+			}},
+		{name: "empty credentials are offered but useless", namespace: "shop", image: "quay.io/x",
+			objects: []runtime.Object{dockerConfigSecret("quay-regcred", "quay.io", "")},
+			status:  ExitNothing,
+			wantLines: []string{
+				`    source exists; credential empty_credentials: entry "quay.io": auths keys "quay.io" match its images but carry no username or password`,
+				`    kubelet offers auths keys "quay.io" for this image, without a username or password`,
 			}},
 		{name: "without a namespace sources are still checked", image: "quay.io/x",
 			status: ExitNothing,
@@ -233,7 +260,7 @@ func TestRunWithCluster(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client := fake.NewClientset(objects...)
+			client := fake.NewClientset(append(slices.Clone(tt.objects), withoutNamed(objects, tt.objects)...)...)
 			var out, errOut bytes.Buffer
 			status := Run(context.Background(), Options{Matcher: matcher(t), Client: client, Namespace: tt.namespace}, []string{tt.image}, &out, &errOut)
 			if status != tt.status {
@@ -304,6 +331,18 @@ func TestMainUsageAndConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withoutNamed returns the objects of all whose name none of replaced has.
+func withoutNamed(all, replaced []runtime.Object) []runtime.Object {
+	var out []runtime.Object
+	for _, o := range all {
+		name := o.(metav1.Object).GetName()
+		if !slices.ContainsFunc(replaced, func(r runtime.Object) bool { return r.(metav1.Object).GetName() == name }) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func containsLine(lines []string, want string) bool {

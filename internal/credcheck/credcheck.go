@@ -76,6 +76,17 @@ type Result struct {
 	Keys []string
 }
 
+// Refused reports whether the kubelet uses nothing of the Secret: wrong type, no data, or data it cannot
+// decode. Otherwise the Secret's keys are offered as usual, whatever the Reason.
+func (r Result) Refused() bool {
+	switch r.Reason {
+	case ReasonWrongType, ReasonMissingData, ReasonInvalidJSON, ReasonInvalidAuth:
+		return true
+	default:
+		return false
+	}
+}
+
 // dockerConfigJSON is the kubelet's DockerConfigJSON with the entries kept raw, so that a bad entry can be
 // named; the kubelet decodes it with encoding/json too, so field names match case-insensitively alike.
 type dockerConfigJSON struct {
@@ -110,29 +121,11 @@ type authKey struct {
 // images that patterns match (the registry patterns of the entries that name the Secret). The first
 // problem found decides the Reason: a problem with the whole Secret first, then the entries in order.
 func Check(typ corev1.SecretType, data map[string][]byte, patterns []config.Pattern) Result {
-	if typ != corev1.SecretTypeDockerConfigJson {
-		return fail(ReasonWrongType, nil, fmt.Sprintf("the Secret has type %q, not %q; the kubelet reads pull secrets of type %q only here",
-			truncate(string(typ)), corev1.SecretTypeDockerConfigJson, corev1.SecretTypeDockerConfigJson))
+	keys, failed := parse(typ, data)
+	if failed != nil {
+		return *failed
 	}
-	raw := data[corev1.DockerConfigJsonKey]
-	if len(raw) == 0 {
-		return fail(ReasonMissingData, nil, fmt.Sprintf("the Secret has no %s data; the kubelet ignores it", corev1.DockerConfigJsonKey))
-	}
-	var doc dockerConfigJSON
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return fail(ReasonInvalidJSON, nil, fmt.Sprintf("%s is %s; the kubelet refuses the whole Secret and every pull of a Pod that references it",
-			corev1.DockerConfigJsonKey, describeJSONError(err)))
-	}
-	names := slices.Sorted(maps.Keys(doc.Auths))
-	keys := make([]authKey, 0, len(names))
-	for _, name := range names {
-		k, reason, msg := parseKey(name, doc.Auths[name])
-		if reason != "" {
-			return fail(reason, names, msg)
-		}
-		keys = append(keys, k)
-	}
-
+	names := keyNames(keys)
 	res := Result{OK: true, Reason: ReasonOK, Keys: names}
 	var partial []string
 	for _, p := range patterns {
@@ -150,6 +143,69 @@ func Check(typ corev1.SecretType, data map[string][]byte, patterns []config.Patt
 		res.Message = strings.Join(partial, "; ")
 	}
 	return res
+}
+
+// ForImage returns the auths keys whose credentials the kubelet offers for repository (a
+// config.NormalizeImage result), and whether any of them carries a username or password. It returns
+// nothing for a Secret that Check fails as a whole (type, data, JSON, auth), since the kubelet uses none of
+// it then.
+func ForImage(typ corev1.SecretType, data map[string][]byte, repository string) (offered []string, credential bool) {
+	keys, failed := parse(typ, data)
+	if failed != nil {
+		return nil, false
+	}
+	var usable []authKey
+	var patterns []config.Pattern
+	for _, k := range keys {
+		if k.parseErr == nil {
+			usable = append(usable, k)
+			patterns = append(patterns, k.pattern)
+		}
+	}
+	for _, i := range config.Lookup(patterns, repository) {
+		offered = append(offered, usable[i].name)
+		credential = credential || usable[i].hasCredential
+	}
+	return offered, credential
+}
+
+// parse reads the Secret as the kubelet does. A non-nil Result means the kubelet uses none of it.
+func parse(typ corev1.SecretType, data map[string][]byte) ([]authKey, *Result) {
+	if typ != corev1.SecretTypeDockerConfigJson {
+		r := fail(ReasonWrongType, nil, fmt.Sprintf("the Secret has type %q, not %q; the kubelet reads pull secrets of type %q only here",
+			truncate(string(typ)), corev1.SecretTypeDockerConfigJson, corev1.SecretTypeDockerConfigJson))
+		return nil, &r
+	}
+	raw := data[corev1.DockerConfigJsonKey]
+	if len(raw) == 0 {
+		r := fail(ReasonMissingData, nil, fmt.Sprintf("the Secret has no %s data; the kubelet ignores it", corev1.DockerConfigJsonKey))
+		return nil, &r
+	}
+	var doc dockerConfigJSON
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		r := fail(ReasonInvalidJSON, nil, fmt.Sprintf("%s is %s; the kubelet refuses the whole Secret and every pull of a Pod that references it",
+			corev1.DockerConfigJsonKey, describeJSONError(err)))
+		return nil, &r
+	}
+	names := slices.Sorted(maps.Keys(doc.Auths))
+	keys := make([]authKey, 0, len(names))
+	for _, name := range names {
+		k, reason, msg := parseKey(name, doc.Auths[name])
+		if reason != "" {
+			r := fail(reason, names, msg)
+			return nil, &r
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func keyNames(keys []authKey) []string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.name
+	}
+	return names
 }
 
 // PatternsFor returns the patterns of the entries of m that name ref, in configuration order: what Check

@@ -220,3 +220,54 @@ func assertNoSecret(t *testing.T, msg string, secrets ...string) {
 		}
 	}
 }
+
+func TestForImage(t *testing.T) {
+	tests := []struct {
+		name           string
+		typ            corev1.SecretType
+		data           map[string][]byte
+		repository     string
+		wantOffered    []string
+		wantCredential bool
+	}{
+		{name: "matching key with a credential", data: dockerConfig(entry("quay.io") + "," + entry("ghcr.io")),
+			repository: "quay.io/team/app", wantOffered: []string{"quay.io"}, wantCredential: true},
+		{name: "narrow key does not serve another image of a wildcard entry", data: dockerConfig(entry("a.example.com")),
+			repository: "b.example.com/app"},
+		{name: "matching key without a credential", data: dockerConfig(`"quay.io":{"identitytoken":"` + secretPassword + `"}`),
+			repository: "quay.io/app", wantOffered: []string{"quay.io"}},
+		{name: "a matching key shadows the index.docker.io fallback",
+			data:       dockerConfig(`"docker.io/myorg":{},` + entry("https://index.docker.io/v1/")),
+			repository: "docker.io/myorg/app", wantOffered: []string{"docker.io/myorg"}},
+		{name: "the fallback serves other Docker Hub images", data: dockerConfig(`"docker.io/myorg":{},` + entry("https://index.docker.io/v1/")),
+			repository: "docker.io/library/nginx", wantOffered: []string{"https://index.docker.io/v1/"}, wantCredential: true},
+		{name: "a refused secret offers nothing", data: dockerConfig(entry("quay.io") + `,"x.io":{"auth":"!"}`),
+			repository: "quay.io/app"},
+		{name: "the wrong type offers nothing", typ: corev1.SecretTypeOpaque, data: dockerConfig(entry("quay.io")),
+			repository: "quay.io/app"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			typ := tt.typ
+			if typ == "" {
+				typ = corev1.SecretTypeDockerConfigJson
+			}
+			offered, credential := ForImage(typ, tt.data, tt.repository)
+			if diff := cmp.Diff(tt.wantOffered, offered); diff != "" {
+				t.Errorf("offered (-want +got):\n%s", diff)
+			}
+			if credential != tt.wantCredential {
+				t.Errorf("credential = %v, want %v", credential, tt.wantCredential)
+			}
+		})
+	}
+}
+
+func TestRefused(t *testing.T) {
+	refused := map[Reason]bool{ReasonWrongType: true, ReasonMissingData: true, ReasonInvalidJSON: true, ReasonInvalidAuth: true}
+	for _, r := range Reasons {
+		if got := (Result{Reason: r}).Refused(); got != refused[r] {
+			t.Errorf("Result{Reason: %q}.Refused() = %v, want %v", r, got, refused[r])
+		}
+	}
+}

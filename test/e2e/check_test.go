@@ -104,6 +104,7 @@ func TestCheckSubcommand(t *testing.T) {
 				"namespace " + payments + " (pullsecret-injector.io/inject=enabled): opted in: selected by namespaceSelector pullsecret-injector.io/inject=enabled",
 				"  registries[0] registry.example.com:5000/team-a matches host registry.example.com, port 5000 and path prefix team-a",
 				`    source exists; credential ok (auths keys "registry.example.com:5000")`,
+				`    kubelet offers auths keys "registry.example.com:5000" for this image`,
 				"  result: gets team-a-regcred",
 				"    namespace selected (entry namespaceSelector team=payments)",
 				"  result: gets ecr-regcred",
@@ -151,6 +152,8 @@ func TestCheckSubcommand(t *testing.T) {
 			status: check.ExitNothing,
 			wantLines: []string{
 				`    source exists; credential no_matching_key: entry "wrongkey.example.com/team": no auths key is used by the kubelet for its images; the keys are "wrongkey.example.com/other"`,
+				"    kubelet offers none of its auths keys for this image",
+				"  result: gets check-wrongkey-regcred, but no usable credential from it",
 			},
 		},
 		{
