@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -143,7 +144,11 @@ func (p Pattern) explainURL(t target) (string, bool) {
 		}
 	}
 	if len(p.hostLabels) != len(t.labels) {
-		return fmt.Sprintf("host %s has %d DNS labels, the pattern %d (a '*' never crosses a dot)", host, len(t.labels), len(p.hostLabels)), false
+		why := fmt.Sprintf("host %s has %d DNS labels, the pattern %d", host, len(t.labels), len(p.hostLabels))
+		if slices.ContainsFunc(p.hostLabels, isGlob) {
+			why += " (a '*' never crosses a dot)"
+		}
+		return why, false
 	}
 	var globs []string
 	for i, label := range p.hostLabels {

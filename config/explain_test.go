@@ -97,6 +97,7 @@ func TestExplain(t *testing.T) {
 		{"registry.example.com:5000", "registry.example.com/x", false, "the pattern has port 5000, the image none (ports must be equal)"},
 		{"registry.example.com", "registry.example.com:5000/x", false, "the image has port 5000, the pattern none (ports must be equal)"},
 		{"quay.io", "ghcr.io/x", false, "host ghcr.io is not quay.io"},
+		{"quay.io", "eu.quay.io/x", false, "host eu.quay.io has 3 DNS labels, the pattern 2"},
 		{"a*.example.com", "b.example.com/x", false, `host label "b" does not match "a*"`},
 		{"quay.io/team-a", "quay.io/team-b/x", false, "path team-b/x does not start with team-a"},
 	}
