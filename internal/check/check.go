@@ -268,7 +268,7 @@ func (r *runner) image(ctx context.Context, image string) bool {
 	r.out.printf("  repository %s\n", repository)
 
 	var referenced, usable []string
-	notUsable := map[string]bool{}
+	notUsable, unchecked := map[string]bool{}, map[string]bool{}
 	anyMatch := false
 	for _, e := range r.Matcher.Entries() {
 		matched, why := e.Pattern.Explain(repository)
@@ -300,6 +300,7 @@ func (r *runner) image(ctx context.Context, image string) bool {
 		for _, l := range lines {
 			r.out.printf("    %s\n", l)
 		}
+		unchecked[name] = unchecked[name] || readErr
 		if usableHere || readErr {
 			if !slices.Contains(usable, name) {
 				usable = append(usable, name)
@@ -330,6 +331,9 @@ func (r *runner) image(ctx context.Context, image string) bool {
 	for _, name := range referenced {
 		if notUsable[name] && !slices.Contains(usable, name) {
 			notes = append(notes, name+" is not usable")
+		}
+		if unchecked[name] {
+			notes = append(notes, name+" could not be checked")
 		}
 	}
 	line := "  result: gets " + strings.Join(referenced, ", ")

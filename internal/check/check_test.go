@@ -3,6 +3,7 @@ package check
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,9 +12,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 )
@@ -276,6 +279,27 @@ func TestRunWithCluster(t *testing.T) {
 				t.Errorf("output contains secret data:\n%s", out.String())
 			}
 		})
+	}
+}
+
+func TestRunUnreadableSourceIsAClusterError(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("secrets"), "quay-regcred", errors.New("no RBAC"))
+	})
+	var out, errOut bytes.Buffer
+	status := Run(context.Background(), Options{Matcher: matcher(t), Client: client}, []string{"quay.io/x"}, &out, &errOut)
+	if status != ExitCluster {
+		t.Errorf("status = %d, want %d", status, ExitCluster)
+	}
+	lines := strings.Split(out.String(), "\n")
+	for _, want := range []string{
+		`    source could not be read: secrets "quay-regcred" is forbidden: no RBAC`,
+		"  result: gets quay-regcred (if the selectors select the namespace; quay-regcred could not be checked)",
+	} {
+		if !containsLine(lines, want) {
+			t.Errorf("output has no line %q:\n%s", want, out.String())
+		}
 	}
 }
 
