@@ -29,6 +29,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/certs"
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/check"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
@@ -79,6 +80,10 @@ var gracefulShutdownTimeout = 20 * time.Second
 const defaultLeaderElectionID = "pullsecret-injector"
 
 func main() {
+	// The check subcommand has flags of its own and must never start the webhook.
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		os.Exit(check.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	var o options
 	fs := flag.CommandLine
 	fs.StringVar(&o.configPath, "config", config.DefaultPath, "Path of the YAML configuration file. It is read again when it changes.")
