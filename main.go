@@ -256,7 +256,16 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
 	tracker.Set(store.Matcher().Sources())
 	recorder := events.New(mgr.GetEventRecorder(events.Controller), float32(o.eventsQPS), o.eventsBurst)
-	if err := webhook.SetupWithManager(ctx, mgr, store, tracker, recorder, saMode, draining.Load); err != nil {
+	health := sources.NewHealth(store, tracker, recorder, ctrl.Log.WithName("sources"))
+	tracker.OnChange(health.Check)
+	if err := webhook.SetupWithManager(ctx, mgr, webhook.Options{
+		Config:          store,
+		Sources:         tracker,
+		Health:          health,
+		Events:          recorder,
+		ServiceAccounts: saMode,
+		Draining:        draining.Load,
+	}); err != nil {
 		return err
 	}
 
@@ -280,9 +289,10 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	tracker.OnChange(trigger.SourceChanged)
 	store.Subscribe(func(m *config.Matcher) {
 		tracker.Set(m.Sources())
+		health.CheckAll()
 		trigger.All()
 	})
-	for _, r := range []manager.Runnable{store, tracker} {
+	for _, r := range []manager.Runnable{store, tracker, health} {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("add %T: %w", r, err)
 		}

@@ -56,6 +56,8 @@ type Injector struct {
 	APIReader client.Reader
 	// Writer creates the copies.
 	Writer client.Writer
+	// Health says which sources hold a credential that cannot work; nil says none.
+	Health CredentialProblems
 	// Events records Events on the copies the handler creates; nil records none.
 	Events *events.Recorder
 	// ServiceAccounts says what to do when the Pod's ServiceAccount enforces mountable secrets; the zero
@@ -68,6 +70,12 @@ type Injector struct {
 }
 
 var _ admission.Handler = (*Injector)(nil)
+
+// CredentialProblems says, from memory, what is wrong with a source Secret's credential: "" when nothing
+// is, or when it is missing or of the wrong type, which the handler reports on its own.
+type CredentialProblems interface {
+	Problem(ref config.SecretRef) string
+}
 
 // Handle implements admission.Handler.
 func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.Response {
@@ -160,6 +168,12 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 		// made, without a second reference.
 		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), named); warning != "" {
 			warnings = append(warnings, warning)
+		}
+		if h.Health != nil {
+			if problem := h.Health.Problem(e.Registry.Secret); problem != "" {
+				warnings = append(warnings, fmt.Sprintf("pullsecret-injector: source secret %s gives the kubelet no credential "+
+					"for this Pod's images, its pulls may fail: %s", e.Registry.Secret, problem))
+			}
 		}
 		if !named {
 			added = append(added, name)

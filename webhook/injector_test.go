@@ -719,3 +719,33 @@ func TestAppendTwoSecretsPatchesOnTopOfTheFirst(t *testing.T) {
 		t.Errorf("API reads = %d, want 1", n)
 	}
 }
+
+// problems is a CredentialProblems that knows of one.
+type problems map[config.SecretRef]string
+
+func (p problems) Problem(ref config.SecretRef) string { return p[ref] }
+
+func TestCredentialProblemIsWarnedOnEveryPodThatGetsTheSecret(t *testing.T) {
+	quay := config.SecretRef{Namespace: "psi", Name: "quay-regcred"}
+	for name, cached := range map[string][]client.Object{
+		"warm path":   append(sources(), namespace("team", optIn), managedCopy("team", "quay-regcred")),
+		"copy create": append(sources(), namespace("team", optIn)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, cached, sources())
+			f.injector.Health = problems{quay: `entry "quay.io": no auths key matches its images; the Secret has "ghcr.io"`}
+			req := podRequest(t, "team", pod("quay.io/org/app"))
+			resp := f.injector.Handle(context.Background(), req)
+			if diff := cmp.Diff([]string{"quay-regcred"}, applied(t, req, resp)); diff != "" {
+				t.Errorf("references (-want +got):\n%s", diff)
+			}
+			if !hasWarning(resp, "psi/quay-regcred", "no auths key matches", "ghcr.io") {
+				t.Errorf("warnings %q, want the credential problem of psi/quay-regcred", resp.Warnings)
+			}
+			other := f.injector.Handle(context.Background(), podRequest(t, "team", pod("registry.example.com:5000/team-a/api")))
+			if len(other.Warnings) != 0 {
+				t.Errorf("a Pod that does not get quay-regcred was warned: %q", other.Warnings)
+			}
+		})
+	}
+}

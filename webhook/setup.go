@@ -44,36 +44,52 @@ type Synced interface {
 	HasSynced() bool
 }
 
+// Options are what SetupWithManager wires the injector to.
+type Options struct {
+	// Config is the configuration in force.
+	Config *config.Store
+	// Sources reads the source Secrets; readiness waits for it to sync.
+	Sources interface {
+		sourcecache.Reader
+		Synced
+	}
+	// Health says which sources hold a credential that cannot work, for the admission warnings.
+	Health CredentialProblems
+	// Events records Events on the copies created.
+	Events *events.Recorder
+	// ServiceAccounts: see Injector.ServiceAccounts.
+	ServiceAccounts ServiceAccountMode
+	// Draining reports that the process is shutting down: responses then close their connections, so
+	// that the API server opens new ones, which reach other replicas, instead of reusing one that this
+	// replica is about to close under a request in flight (a POST the API server does not retry, refused
+	// by failurePolicy Fail).
+	Draining func() bool
+}
+
 // SetupWithManager registers the injector at Path on the manager's webhook server, starts the informers it
 // reads from so that readiness waits for them, and adds the readiness checks.
-//
-// draining reports that the process is shutting down: responses then close their connections, so that the
-// API server opens new ones, which reach other replicas, instead of reusing one that this replica is about
-// to close under a request in flight (a POST the API server does not retry, refused by failurePolicy Fail).
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, sources interface {
-	sourcecache.Reader
-	Synced
-}, recorder *events.Recorder, saMode ServiceAccountMode, draining func() bool) error {
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret(), managed.PartialServiceAccount()} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("start informer for %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, err)
 		}
 	}
 	injector := &Injector{
-		Config:    store,
-		Sources:   sources,
+		Config:    o.Config,
+		Sources:   o.Sources,
+		Health:    o.Health,
 		Cache:     mgr.GetCache(),
 		APIReader: mgr.GetAPIReader(),
 		Writer:    mgr.GetClient(),
-		Events:    recorder,
+		Events:    o.Events,
 
-		ServiceAccounts: saMode,
+		ServiceAccounts: o.ServiceAccounts,
 	}
-	mgr.GetWebhookServer().Register(Path, withBudget(admissionWebhook(injector), draining))
+	mgr.GetWebhookServer().Register(Path, withBudget(admissionWebhook(injector), o.Draining))
 	if err := mgr.AddReadyzCheck("webhook-server", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("add webhook readiness check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr.GetCache(), sources)); err != nil {
+	if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr.GetCache(), o.Sources)); err != nil {
 		return fmt.Errorf("add informer readiness check: %w", err)
 	}
 	return nil

@@ -139,15 +139,15 @@ func TestLabelledNamespaceGetsReferenceAndCopy(t *testing.T) {
 		t.Errorf("annotation %s (-want +got):\n%s", injector.InjectedAnnotation, diff)
 	}
 	// kubectl describe secret shows that the copy was made, and from what.
-	event := waitForEvent(t, ns, copied.Name, events.ReasonCopyCreated)
-	if event.Type != corev1.EventTypeNormal || event.ReportingController != events.Controller ||
-		!strings.Contains(event.Note, sourceNamespace+"/team-a-regcred") || event.Regarding.UID != copied.UID {
+	event := waitForEvent(t, ns, copied.Name, events.ReasonCopyCreated, sourceNamespace+"/team-a-regcred")
+	if event.Type != corev1.EventTypeNormal || event.ReportingController != events.Controller || event.Regarding.UID != copied.UID {
 		t.Errorf("event %+v: want a Normal %s from %s regarding the copy, naming its source", event, events.ReasonCopyCreated, events.Controller)
 	}
 }
 
-// waitForEvent waits for an events.k8s.io Event with reason about the object named regarding in namespace.
-func waitForEvent(t *testing.T, namespace, regarding, reason string) *eventsv1.Event {
+// waitForEvent waits for an events.k8s.io Event with reason about the object named regarding in namespace,
+// whose note contains note.
+func waitForEvent(t *testing.T, namespace, regarding, reason, note string) *eventsv1.Event {
 	t.Helper()
 	var found *eventsv1.Event
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -156,7 +156,7 @@ func waitForEvent(t *testing.T, namespace, regarding, reason string) *eventsv1.E
 			return false, err
 		}
 		for i, e := range list.Items {
-			if e.Regarding.Name == regarding && e.Reason == reason {
+			if e.Regarding.Name == regarding && e.Reason == reason && strings.Contains(e.Note, note) {
 				found = &list.Items[i]
 				return true, nil
 			}
@@ -164,7 +164,7 @@ func waitForEvent(t *testing.T, namespace, regarding, reason string) *eventsv1.E
 		return false, nil
 	})
 	if err != nil {
-		t.Fatalf("no %s event about %s/%s: %v", reason, namespace, regarding, err)
+		t.Fatalf("no %s event about %s/%s saying %q: %v", reason, namespace, regarding, note, err)
 	}
 	return found
 }

@@ -166,9 +166,7 @@ func TestRotationReachesEveryCopy(t *testing.T) {
 		return ok, nil
 	}, func() string { _, d := allHold(t, name, namespaces, rotated); return d })
 	t.Logf("rotation reached the last of %d copies %v after the source was updated", len(namespaces), took)
-	if e := waitForEvent(t, namespaces[0], name, events.ReasonCopyUpdated); !strings.Contains(e.Note, "source changed") {
-		t.Errorf("event %s on the rotated copy says %q, want the reason", events.ReasonCopyUpdated, e.Note)
-	}
+	waitForEvent(t, namespaces[0], name, events.ReasonCopyUpdated, "source changed")
 
 	if got := getSecret(t, theirsNS, name); got.ResourceVersion != theirs.ResourceVersion {
 		t.Errorf("unmanaged Secret %s/%s was written (resourceVersion %s -> %s)", theirsNS, name, theirs.ResourceVersion, got.ResourceVersion)
@@ -191,6 +189,10 @@ func TestRotationReachesEveryCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForLog(t, webhook, syncBound, "Source secret has the wrong type", sourceNamespace+"/"+name)
+	// kubectl describe on the source says why its copies stopped following it.
+	if e := waitForEvent(t, sourceNamespace, name, events.ReasonSourceInvalid, "wrong_type"); e.Type != corev1.EventTypeWarning {
+		t.Errorf("event on the Opaque source: %s %q, want a Warning", e.Type, e.Note)
+	}
 	if ok, d := allHold(t, name, namespaces, rotated); !ok {
 		t.Errorf("after the source was deleted and replaced by an Opaque Secret, the copies changed: %s", d)
 	}
