@@ -218,18 +218,34 @@ func (c *cluster) profile(ctx context.Context, o admissionOptions, cl cell, name
 	if err = errors.Join(err, stopPerf(perf)); err != nil {
 		return err
 	}
-	report := exec.Command("perf", "report", "-i", path, "--no-children", "--sort", "symbol", "--stdio", "--percent-limit", "1.5", "-g", "none")
+	// Inclusive shares (a function with everything it calls) of the functions that tell the request's
+	// stages apart: the HTTP server, controller-runtime's AdmissionReview handling, the handler itself
+	// and what it calls into.
+	report := exec.Command("perf", "report", "-i", path, "--children", "--sort", "symbol", "--stdio", "-g", "none",
+		"--percent-limit", "1")
 	out, err := report.Output()
 	if err != nil {
 		return fmt.Errorf("perf report: %w", err)
 	}
-	fmt.Printf("\n== CPU profile of %s, warm path at c=%d (%s; perf report -i %s) ==\n", cl.name, o.concurrency, path, path)
+	fmt.Printf("\n== CPU profile of %s, warm path at c=%d: inclusive share of samples (perf report -i %s --children) ==\n",
+		cl.name, o.concurrency, path)
+	shown := 0
 	for line := range strings.Lines(string(out)) {
-		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+		if shown < 30 && !strings.HasPrefix(strings.TrimSpace(line), "#") && slices.ContainsFunc(profileStages, func(s string) bool {
+			return strings.Contains(line, s)
+		}) {
 			fmt.Print(line)
+			shown++
 		}
 	}
 	return c.deletePods(ctx, namespace)
+}
+
+// profileStages are the substrings of the symbols the profile summary shows.
+var profileStages = []string{
+	"net/http.(*conn).serve", "crypto/tls.(*Conn)", "webhook/admission.", "pullsecret-injector/", "jsonpatch",
+	"serializer/json.(*Serializer).Decode", "encoding/json.Marshal", "runtime.gcBgMarkWorker", "runtime.mallocgc",
+	"client-go/tools/cache", "controller-runtime/pkg/internal/controller",
 }
 
 // startPerf samples the call stacks of process pid until stopPerf.
@@ -268,11 +284,11 @@ func stopPerf(cmd *exec.Cmd) error {
 // memoryResult is what the memory measurement found.
 type memoryResult struct {
 	populate      time.Duration
-	rssRunning    int64
+	rssRunning    memory
 	ready         time.Duration
-	rssReady      int64
+	rssReady      memory
 	initialPass   time.Duration
-	rssReconciled int64
+	rssReconciled memory
 	// restarted is the project process started for the ready measurement; the caller stops it.
 	restarted *testenv.Webhook
 }
@@ -304,7 +320,7 @@ func (c *cluster) memory(ctx context.Context, o admissionOptions, project *teste
 		return res, err
 	}
 	var err error
-	if res.rssRunning, err = testenv.ProcRSS(project.Pid()); err != nil {
+	if res.rssRunning, err = readMemory(ctx, project.Pid(), metricsURL); err != nil {
 		return res, err
 	}
 
@@ -318,14 +334,14 @@ func (c *cluster) memory(ctx context.Context, o admissionOptions, project *teste
 		return res, err
 	}
 	res.restarted, res.ready = restarted, ready
-	if res.rssReady, err = testenv.ProcRSS(restarted.Pid()); err != nil {
+	restartedMetrics := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])) + "/metrics"
+	if res.rssReady, err = readMemory(ctx, restarted.Pid(), restartedMetrics); err != nil {
 		return res, err
 	}
-	if res.initialPass, err = reconcilerIdle(ctx, "http://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))+"/metrics",
-		o.copies+1, 10*time.Minute); err != nil {
+	if res.initialPass, err = reconcilerIdle(ctx, restartedMetrics, o.copies+1, 10*time.Minute); err != nil {
 		return res, err
 	}
-	if res.rssReconciled, err = testenv.ProcRSS(restarted.Pid()); err != nil {
+	if res.rssReconciled, err = readMemory(ctx, restarted.Pid(), restartedMetrics); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -399,6 +415,16 @@ func printAdmission(o admissionOptions, cells []cell, results map[string][]cellR
 	fmt.Printf("  c=%d throughput    %.2f  [>= 0.90]\n", o.concurrency, proj.throughput/noop.throughput)
 	fmt.Printf("  CPU per admission %.2f  [<= 1.5]\n", float64(proj.cpuPerAdm)/float64(noop.cpuPerAdm))
 	fmt.Printf("  (noop/none: c=1 p50 %.2f, throughput %.2f)\n", float64(noop.p50)/float64(none.p50), noop.throughput/none.throughput)
+	// The spread over rounds says how much of a ratio is the machine's noise.
+	var p50s, tputs, cpus []string
+	for r := range results["project"] {
+		pr, nr := results["project"][r], results["noop"][r]
+		p50s = append(p50s, fmt.Sprintf("%.2f", float64(testenv.Percentile(slices.Clone(pr.serial), 50))/
+			float64(testenv.Percentile(slices.Clone(nr.serial), 50))))
+		tputs = append(tputs, fmt.Sprintf("%.2f", pr.throughput/nr.throughput))
+		cpus = append(cpus, fmt.Sprintf("%.2f", float64(pr.cpu)/float64(nr.cpu)))
+	}
+	fmt.Printf("  per round: p50 %s; throughput %s; CPU %s\n", strings.Join(p50s, " "), strings.Join(tputs, " "), strings.Join(cpus, " "))
 
 	var leases, other int
 	var otherKinds []string
@@ -428,8 +454,8 @@ func printAdmission(o admissionOptions, cells []cell, results map[string][]cellR
 	fmt.Printf("RSS after the load: project %s, noop %s\n", testenv.MiB(f.rssLoad), testenv.MiB(f.noopRSS))
 	fmt.Printf("With %d unrelated Secrets of %d KiB and %d copies (created in %s):\n", o.unrelatedSecrets, o.unrelatedSize>>10,
 		o.copies, m.populate.Round(time.Second))
-	fmt.Printf("  RSS of the running project          %s  [goal <= 45 MiB]\n", testenv.MiB(m.rssRunning))
+	fmt.Printf("  RSS of the running project          %s  [goal <= 45 MiB]\n", m.rssRunning)
 	fmt.Printf("  restarted: start to /readyz OK      %s\n", m.ready.Round(time.Millisecond))
-	fmt.Printf("  restarted: RSS at ready             %s\n", testenv.MiB(m.rssReady))
-	fmt.Printf("  restarted: reconciler's first pass  %s, then RSS %s\n", m.initialPass.Round(time.Millisecond), testenv.MiB(m.rssReconciled))
+	fmt.Printf("  restarted: RSS at ready             %s\n", m.rssReady)
+	fmt.Printf("  restarted: reconciler's first pass  %s, then RSS %s\n", m.initialPass.Round(time.Millisecond), m.rssReconciled)
 }

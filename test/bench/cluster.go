@@ -375,3 +375,25 @@ func (c *cluster) apiserverProfile(ctx context.Context, d time.Duration, path st
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
+
+// memory is a process's resident set and its Go heap in use, the part of the resident set the process
+// holds on to (the rest is garbage not yet collected or freed pages not yet returned).
+type memory struct{ rss, heap int64 }
+
+func (m memory) String() string {
+	return fmt.Sprintf("%s (heap in use %s)", testenv.MiB(m.rss), testenv.MiB(m.heap))
+}
+
+// readMemory reads the memory of process pid, whose metrics are at metricsURL.
+func readMemory(ctx context.Context, pid int, metricsURL string) (memory, error) {
+	rss, err := testenv.ProcRSS(pid)
+	if err != nil {
+		return memory{}, err
+	}
+	m, err := testenv.ScrapeURL(ctx, metricsURL)
+	if err != nil {
+		return memory{}, err
+	}
+	heap, _ := m.Value("go_memstats_heap_inuse_bytes", nil)
+	return memory{rss: rss, heap: int64(heap)}, nil
+}
