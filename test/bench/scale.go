@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -433,13 +434,26 @@ func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, p
 	}
 	printRotation(p, n, total, idleP50, flowSchema, r)
 	if apiserverProfile != "" {
-		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount", "25", apiserverProfile).Output()
+		top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount", "500", apiserverProfile).Output()
 		if err != nil {
 			return fmt.Errorf("go tool pprof: %w", err)
 		}
-		fmt.Printf("API server CPU profile, first 10 s of the fan-out (go tool pprof %s):\n%s", apiserverProfile, top)
+		fmt.Printf("API server CPU profile, first 10 s of the fan-out, inclusive (go tool pprof -top -cum %s):\n", apiserverProfile)
+		for line := range strings.Lines(string(top)) {
+			if strings.HasPrefix(line, "Duration") || slices.ContainsFunc(apiserverStages, func(s string) bool { return strings.Contains(line, s) }) {
+				fmt.Print(line)
+			}
+		}
 	}
 	return nil
+}
+
+// apiserverStages are the functions the API server profile summary shows: the reconciler's PATCHes, the
+// Pod creates' webhook calls, etcd writes, watch fan-out, authentication and APF, serialization, GC.
+var apiserverStages = []string{
+	"(*patcher).patchResource.func2", "etcd3.(*store).GuaranteedUpdate", "(*mutatingDispatcher).Dispatch",
+	"(*Cacher).dispatchEvent", "(*cacheWatcher).process", "filters.withAuthentication.func1",
+	"(*priorityAndFairnessHandler).Handle\n", "versioning.(*codec).Decode", "versioning.(*codec).doEncode", "runtime.gcBgMarkWorker\n",
 }
 
 // pids returns the processes whose CPU time a rotation reports.

@@ -19,6 +19,8 @@ import (
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -31,7 +33,12 @@ func main() {
 	port := flag.Int("webhook-port", 9443, "Port the webhook server listens on.")
 	probeAddr := flag.String("health-probe-bind-address", "127.0.0.1:8081", "Address /readyz is served on.")
 	secret := flag.String("secret-name", "", "Name of the pull secret the fixed patch references.")
+	// The project's logger and defaults (production encoding, info level): controller-runtime builds a
+	// logger for every request, and without one set it queues them as promises for the first 30 s.
+	var zapOpts zap.Options
+	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, *certDir, *host, *port, *probeAddr, *secret)
 	stop()
