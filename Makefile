@@ -82,7 +82,8 @@ BENCH_ARGS ?=
 SCALE_ARGS ?=
 
 .PHONY: bench
-bench: bench-go bench-admission bench-scale ## Run the benchmarks (they report numbers; they never fail on timing).
+# The load programs first: they need nothing the in-process benchmarks build.
+bench: bench-admission bench-scale bench-go ## Run the benchmarks (they report numbers; they never fail on timing).
 
 .PHONY: bench-go
 bench-go: controlplane ## Run the in-process `go test -bench` benchmarks.
