@@ -89,9 +89,27 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s) from its seed corpus in
 test-e2e: controlplane registry $(HELM) ## Run only the end-to-end tests (test/chart drives the helm binary; the pull test runs the registry).
 	HELM=$(HELM) go test -count=1 -timeout 20m ./test/...
 
+# The load programs' knobs: SCALE is the number of namespaces (and copies) of bench-scale; BENCH_ARGS and
+# SCALE_ARGS pass further flags (`go run ./test/bench admission -h`, `go run ./test/bench scale -h`).
+SCALE ?= 10000
+BENCH_ARGS ?=
+SCALE_ARGS ?=
+
 .PHONY: bench
-bench: controlplane ## Run the benchmarks (they report numbers; they never fail on timing).
+# The load programs first: they need nothing the in-process benchmarks build.
+bench: bench-admission bench-scale bench-go ## Run the benchmarks (they report numbers; they never fail on timing).
+
+.PHONY: bench-go
+bench-go: controlplane ## Run the in-process `go test -bench` benchmarks.
 	go test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: bench-admission
+bench-admission: controlplane ## Compare Pod admission with no webhook, a no-op webhook and this one, through a real API server.
+	go run ./test/bench admission $(BENCH_ARGS)
+
+.PHONY: bench-scale
+bench-scale: controlplane ## Measure memory, readiness and a rotation's fan-out with SCALE (default 10000) copies.
+	go run ./test/bench scale -namespaces $(SCALE) $(SCALE_ARGS)
 
 ##@ Ship
 

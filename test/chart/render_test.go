@@ -325,9 +325,9 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 		"--leader-election-id=" + fullname,
 		"--resync-period=10m",
 		"--revocation-recheck=1m",
-		"--reconciler-workers=4",
-		"--reconciler-qps=50",
-		"--reconciler-burst=100",
+		"--reconciler-workers=8",
+		"--reconciler-qps=100",
+		"--reconciler-burst=200",
 	}
 	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 		t.Errorf("container args (-want +got):\n%s", diff)

@@ -1,0 +1,461 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+)
+
+// admissionOptions are the flags of `bench admission`.
+type admissionOptions struct {
+	pods, rounds, concurrency, warmup int
+	unrelatedSecrets, unrelatedSize   int
+	copies, clients                   int
+	perfProfile                       string
+}
+
+// cell is one of the three set-ups every round measures: no webhook, the no-op webhook, this project.
+type cell struct {
+	name    string
+	webhook *testenv.Webhook // nil: no webhook
+}
+
+// cellRound is what one cell measured in one round.
+type cellRound struct {
+	serial      []time.Duration
+	throughput  float64
+	cpu         time.Duration
+	admissions  int
+	apiRequests map[testenv.RequestKind]int
+}
+
+func runAdmission(ctx context.Context, args []string) error {
+	var o admissionOptions
+	fs := flag.NewFlagSet("admission", flag.ExitOnError)
+	fs.IntVar(&o.pods, "pods", 300, "Pod creates per cell and round, at concurrency 1 and again at -concurrency.")
+	fs.IntVar(&o.rounds, "rounds", 3, "Interleaved rounds over the three cells.")
+	fs.IntVar(&o.concurrency, "concurrency", 8, "Clients creating Pods at once in the throughput phase.")
+	fs.IntVar(&o.warmup, "warmup", 20, "Pod creates before each cell's measurement, not measured, to open connections.")
+	fs.IntVar(&o.unrelatedSecrets, "unrelated-secrets", 10000, "Secrets that are not copies, created before the memory measurement.")
+	fs.IntVar(&o.unrelatedSize, "unrelated-size", 10<<10, "Bytes of data in each unrelated Secret.")
+	fs.IntVar(&o.copies, "copies", 1000, "Copies made through the webhook (one opted-in namespace and Pod each) before the memory measurement.")
+	fs.IntVar(&o.clients, "clients", 16, "Parallel clients that create the memory measurement's objects.")
+	fs.StringVar(&o.perfProfile, "perf-profile", "",
+		"After the rounds, record CPU profiles (`perf record -g`, as the binary serves no pprof endpoint) of the no-op webhook "+
+			"and of pullsecret-injector while 3x -pods Pods are created at -concurrency, to FILE.noop and FILE.project, and print their hottest functions.")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	c, err := startCluster(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	noopBinary, err := buildNoop(c.cp.Dir)
+	if err != nil {
+		return err
+	}
+	proxy, err := c.cp.StartCountingProxy()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = proxy.Stop() }()
+
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	metricsURL := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])) + "/metrics"
+	// Every API request of the process, admission path and reconciler alike, goes through the proxy.
+	project, projectReady, err := c.startProject(ctx, ports[0], "--kubeconfig", proxy.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	defer func() { stopWebhook(project) }()
+	noop, noopReady, err := c.startNoop(ctx, noopBinary)
+	if err != nil {
+		return err
+	}
+	defer stopWebhook(noop)
+
+	const benchNamespace = "bench-admission"
+	if err := c.createNamespace(ctx, benchNamespace, true); err != nil {
+		return err
+	}
+	// The first Pod through the project makes the copy: every Pod measured after it takes the warm path.
+	if err := c.register(ctx, project.Port, benchNamespace); err != nil {
+		return err
+	}
+	if _, err := c.createPod(ctx, benchNamespace, true); err != nil {
+		return err
+	}
+	if _, err := reconcilerIdle(ctx, metricsURL, 1, time.Minute); err != nil {
+		return err
+	}
+
+	cells := []cell{{name: "none"}, {name: "noop", webhook: noop}, {name: "project", webhook: project}}
+	results := map[string][]cellRound{}
+	for r := range o.rounds {
+		for _, cl := range cells {
+			port := 0
+			if cl.webhook != nil {
+				port = cl.webhook.Port
+			}
+			if err := c.register(ctx, port, benchNamespace); err != nil {
+				return err
+			}
+			res, err := c.measureCell(ctx, o, cl, benchNamespace, proxy)
+			if err != nil {
+				return fmt.Errorf("round %d, cell %s: %w", r+1, cl.name, err)
+			}
+			results[cl.name] = append(results[cl.name], res)
+			logf("round %d %-7s c=1 p50 %-8s p99 %-8s c=%d %6.1f pods/s", r+1, cl.name,
+				testenv.Percentile(slices.Clone(res.serial), 50).Round(10*time.Microsecond),
+				testenv.Percentile(slices.Clone(res.serial), 99).Round(10*time.Microsecond), o.concurrency, res.throughput)
+			if err := c.deletePods(ctx, benchNamespace); err != nil {
+				return err
+			}
+		}
+	}
+
+	if o.perfProfile != "" {
+		for _, cl := range cells[1:] {
+			if err := c.profile(ctx, o, cl, benchNamespace); err != nil {
+				return err
+			}
+		}
+	}
+
+	rssLoad, err := testenv.ProcRSS(project.Pid())
+	if err != nil {
+		return err
+	}
+	noopRSS, err := testenv.ProcRSS(noop.Pid())
+	if err != nil {
+		return err
+	}
+	mem, err := c.memory(ctx, o, project, metricsURL, proxy.Kubeconfig)
+	project = mem.restarted
+	if err != nil {
+		return err
+	}
+
+	printAdmission(o, cells, results, admissionFixed{
+		projectReady: projectReady, noopReady: noopReady, rssLoad: rssLoad, noopRSS: noopRSS, memory: mem,
+	})
+	return nil
+}
+
+// measureCell measures one cell: warm-up Pods, o.pods Pods one at a time, then o.pods Pods from
+// o.concurrency clients, with the webhook's CPU time and API requests over the whole of it.
+func (c *cluster) measureCell(ctx context.Context, o admissionOptions, cl cell, namespace string,
+	proxy *testenv.CountingProxy) (cellRound, error) {
+	mutated := cl.webhook != nil
+	var res cellRound
+	var cpu0 time.Duration
+	var err error
+	if cl.webhook != nil {
+		if cpu0, err = testenv.ProcCPU(cl.webhook.Pid()); err != nil {
+			return res, err
+		}
+	}
+	before := proxy.Counts()
+	if _, err := c.serial(ctx, namespace, o.warmup, mutated); err != nil {
+		return res, err
+	}
+	if res.serial, err = c.serial(ctx, namespace, o.pods, mutated); err != nil {
+		return res, err
+	}
+	if res.throughput, err = c.concurrent(ctx, namespace, o.pods, o.concurrency, mutated); err != nil {
+		return res, err
+	}
+	res.admissions = o.warmup + 2*o.pods
+	if cl.webhook != nil {
+		cpu1, err := testenv.ProcCPU(cl.webhook.Pid())
+		if err != nil {
+			return res, err
+		}
+		res.cpu = cpu1 - cpu0
+	}
+	res.apiRequests = map[testenv.RequestKind]int{}
+	for k, n := range proxy.Counts() {
+		if d := n - before[k]; d > 0 {
+			res.apiRequests[k] = d
+		}
+	}
+	return res, nil
+}
+
+// profile records, apart from the measured rounds because sampling slows the process down, the call
+// stacks of cl's webhook while 3*o.pods Pods are created at o.concurrency, and prints its hottest functions.
+func (c *cluster) profile(ctx context.Context, o admissionOptions, cl cell, namespace string) error {
+	if err := c.register(ctx, cl.webhook.Port, namespace); err != nil {
+		return err
+	}
+	path := o.perfProfile + "." + cl.name
+	perf, err := startPerf(cl.webhook.Pid(), path)
+	if err != nil {
+		return err
+	}
+	_, err = c.concurrent(ctx, namespace, 3*o.pods, o.concurrency, true)
+	if err = errors.Join(err, stopPerf(perf)); err != nil {
+		return err
+	}
+	// Inclusive shares (a function with everything it calls) of the functions that tell the request's
+	// stages apart: the HTTP server, controller-runtime's AdmissionReview handling, the handler itself
+	// and what it calls into.
+	report := exec.Command("perf", "report", "-i", path, "--children", "--sort", "symbol", "--stdio", "-g", "none",
+		"--percent-limit", "1")
+	out, err := report.Output()
+	if err != nil {
+		return fmt.Errorf("perf report: %w", err)
+	}
+	fmt.Printf("\n== CPU profile of %s, warm path at c=%d: inclusive share of samples (perf report -i %s --children) ==\n",
+		cl.name, o.concurrency, path)
+	shown := 0
+	for line := range strings.Lines(string(out)) {
+		if shown < 30 && !strings.HasPrefix(strings.TrimSpace(line), "#") && slices.ContainsFunc(profileStages, func(s string) bool {
+			return strings.Contains(line, s)
+		}) {
+			fmt.Print(line)
+			shown++
+		}
+	}
+	return c.deletePods(ctx, namespace)
+}
+
+// profileStages are the substrings of the symbols the profile summary shows.
+var profileStages = []string{
+	"net/http.(*conn).serve", "crypto/tls.(*Conn)", "webhook/admission.", "pullsecret-injector/", "jsonpatch",
+	"serializer/json.(*Serializer).Decode", "encoding/json.Marshal", "runtime.gcBgMarkWorker", "runtime.mallocgc",
+	"client-go/tools/cache", "controller-runtime/pkg/internal/controller",
+}
+
+// startPerf samples the call stacks of process pid until stopPerf.
+func startPerf(pid int, path string) (*exec.Cmd, error) {
+	cmd := exec.Command("perf", "record", "--quiet", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", path)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start perf: %w", err)
+	}
+	// perf writes the file's header once it is attached and sampling.
+	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 10*time.Second, true,
+		func(context.Context) (bool, error) {
+			st, err := os.Stat(path)
+			return err == nil && st.Size() > 0, nil
+		}); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("wait for perf to attach to process %d: %w", pid, err)
+	}
+	return cmd, nil
+}
+
+func stopPerf(cmd *exec.Cmd) error {
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.Sys().(syscall.WaitStatus).Signal() == syscall.SIGINT {
+		err = nil // perf ended by the interrupt it was sent, having written the profile
+	}
+	if err != nil {
+		return fmt.Errorf("perf record: %w", err)
+	}
+	return nil
+}
+
+// memoryResult is what the memory measurement found.
+type memoryResult struct {
+	populate      time.Duration
+	rssRunning    memory
+	ready         time.Duration
+	rssReady      memory
+	initialPass   time.Duration
+	rssReconciled memory
+	// restarted is the project process started for the ready measurement; the caller stops it.
+	restarted *testenv.Webhook
+}
+
+// memory fills the cluster with unrelated Secrets and with copies, reads the running project's RSS, then
+// restarts it and reads its time to ready and its RSS from a fresh start.
+func (c *cluster) memory(ctx context.Context, o admissionOptions, project *testenv.Webhook, metricsURL, kubeconfig string) (memoryResult, error) {
+	res := memoryResult{restarted: project}
+	start := time.Now()
+	const unrelated = "bench-unrelated"
+	if err := c.createNamespace(ctx, unrelated, false); err != nil {
+		return res, err
+	}
+	logf("Creating %d unrelated Secrets of %d bytes and %d copies through the webhook", o.unrelatedSecrets, o.unrelatedSize, o.copies)
+	data := map[string][]byte{"data": []byte(strings.Repeat("x", o.unrelatedSize))}
+	if err := parallel(ctx, o.unrelatedSecrets, o.clients, func(ctx context.Context, i int) error {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("unrelated-%05d", i)}, Data: data}
+		_, err := c.cs.CoreV1().Secrets(unrelated).Create(ctx, s, metav1.CreateOptions{})
+		return err
+	}); err != nil {
+		return res, fmt.Errorf("create unrelated secrets: %w", err)
+	}
+	if err := c.populate(ctx, "bench-copy", o.copies, o.clients); err != nil {
+		return res, err
+	}
+	res.populate = time.Since(start)
+	// Each copy's create event is reconciled once, plus the first copy's.
+	if _, err := reconcilerIdle(ctx, metricsURL, o.copies+1, 5*time.Minute); err != nil {
+		return res, err
+	}
+	var err error
+	if res.rssRunning, err = readMemory(ctx, project.Pid(), metricsURL); err != nil {
+		return res, err
+	}
+
+	stopWebhook(project)
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		return res, err
+	}
+	restarted, ready, err := c.startProject(ctx, ports[0], "--kubeconfig", kubeconfig)
+	if err != nil {
+		return res, err
+	}
+	res.restarted, res.ready = restarted, ready
+	restartedMetrics := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])) + "/metrics"
+	if res.rssReady, err = readMemory(ctx, restarted.Pid(), restartedMetrics); err != nil {
+		return res, err
+	}
+	if res.initialPass, err = reconcilerIdle(ctx, restartedMetrics, o.copies+1, 10*time.Minute); err != nil {
+		return res, err
+	}
+	if res.rssReconciled, err = readMemory(ctx, restarted.Pid(), restartedMetrics); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// populate creates n opted-in namespaces prefix-<i> with one Pod each, through the registered webhook,
+// which copies the source into each.
+func (c *cluster) populate(ctx context.Context, prefix string, n, clients int) error {
+	return parallel(ctx, n, clients, func(ctx context.Context, i int) error {
+		ns := fmt.Sprintf("%s-%05d", prefix, i)
+		if err := c.createNamespace(ctx, ns, true); err != nil {
+			return err
+		}
+		_, err := c.createPod(ctx, ns, true)
+		return err
+	})
+}
+
+type admissionFixed struct {
+	projectReady, noopReady time.Duration
+	rssLoad, noopRSS        int64
+	memory                  memoryResult
+}
+
+// printAdmission prints the figures, ratios to the no-op webhook first: those hold across machines.
+func printAdmission(o admissionOptions, cells []cell, results map[string][]cellRound, f admissionFixed) {
+	type summary struct {
+		p50, p99   time.Duration
+		throughput float64
+		cpuPerAdm  time.Duration
+		admissions int
+		requests   map[testenv.RequestKind]int
+	}
+	sums := map[string]summary{}
+	for _, cl := range cells {
+		var lat []time.Duration
+		var tput []float64
+		var cpu time.Duration
+		s := summary{requests: map[testenv.RequestKind]int{}}
+		for _, r := range results[cl.name] {
+			lat = append(lat, r.serial...)
+			tput = append(tput, r.throughput)
+			cpu += r.cpu
+			s.admissions += r.admissions
+			for k, n := range r.apiRequests {
+				s.requests[k] += n
+			}
+		}
+		s.p50, s.p99 = testenv.Percentile(lat, 50), testenv.Percentile(slices.Clone(lat), 99)
+		s.throughput = testenv.Median(tput)
+		if s.admissions > 0 {
+			s.cpuPerAdm = cpu / time.Duration(s.admissions)
+		}
+		sums[cl.name] = s
+	}
+	none, noop, proj := sums["none"], sums["noop"], sums["project"]
+	fmt.Printf("\n== Admission through kube-apiserver %s: %d rounds x %d Pods per cell, interleaved ==\n",
+		testenv.K8sVersion, o.rounds, o.pods)
+	fmt.Printf("%-9s %12s %12s %16s %16s\n", "cell", "c=1 p50", "c=1 p99", fmt.Sprintf("c=%d pods/s", o.concurrency), "CPU/admission")
+	for _, name := range []string{"none", "noop", "project"} {
+		s := sums[name]
+		cpu := "-"
+		if name != "none" {
+			cpu = fmt.Sprintf("%.0f µs", float64(s.cpuPerAdm.Nanoseconds())/1e3)
+		}
+		fmt.Printf("%-9s %12s %12s %16.1f %16s\n", name, s.p50.Round(10*time.Microsecond), s.p99.Round(10*time.Microsecond), s.throughput, cpu)
+	}
+	fmt.Printf("\nRatios project/noop (issue 9 goals in brackets):\n")
+	fmt.Printf("  c=1 p50 latency   %.2f  [<= 1.10]\n", float64(proj.p50)/float64(noop.p50))
+	fmt.Printf("  c=1 p99 latency   %.2f\n", float64(proj.p99)/float64(noop.p99))
+	fmt.Printf("  c=%d throughput    %.2f  [>= 0.90]\n", o.concurrency, proj.throughput/noop.throughput)
+	fmt.Printf("  CPU per admission %.2f  [<= 1.5]\n", float64(proj.cpuPerAdm)/float64(noop.cpuPerAdm))
+	fmt.Printf("  (noop/none: c=1 p50 %.2f, throughput %.2f)\n", float64(noop.p50)/float64(none.p50), noop.throughput/none.throughput)
+	// The spread over rounds says how much of a ratio is the machine's noise.
+	var p50s, tputs, cpus []string
+	for r := range results["project"] {
+		pr, nr := results["project"][r], results["noop"][r]
+		p50s = append(p50s, fmt.Sprintf("%.2f", float64(testenv.Percentile(slices.Clone(pr.serial), 50))/
+			float64(testenv.Percentile(slices.Clone(nr.serial), 50))))
+		tputs = append(tputs, fmt.Sprintf("%.2f", pr.throughput/nr.throughput))
+		cpus = append(cpus, fmt.Sprintf("%.2f", float64(pr.cpu)/float64(nr.cpu)))
+	}
+	fmt.Printf("  per round: p50 %s; throughput %s; CPU %s\n", strings.Join(p50s, " "), strings.Join(tputs, " "), strings.Join(cpus, " "))
+
+	var leases, other int
+	var otherKinds []string
+	for _, k := range slices.SortedFunc(maps.Keys(proj.requests), func(a, b testenv.RequestKind) int {
+		return strings.Compare(a.String(), b.String())
+	}) {
+		n := proj.requests[k]
+		switch {
+		case k.Method == "WATCH":
+		case strings.HasPrefix(k.Resource, "leases."):
+			leases += n
+		default:
+			other += n
+			otherKinds = append(otherKinds, fmt.Sprintf("%s: %d", k, n))
+		}
+	}
+	fmt.Printf("\nAPI requests by pullsecret-injector during its %d warm admissions: %d (%.3f per admission) [goal 0]",
+		proj.admissions, other, float64(other)/float64(proj.admissions))
+	if len(otherKinds) > 0 {
+		fmt.Printf(" (%s)", strings.Join(otherKinds, ", "))
+	}
+	fmt.Printf("; besides, %d leader election Lease requests\n", leases)
+
+	m := f.memory
+	fmt.Printf("\nProcess start to /readyz OK: project %s, noop %s (empty cluster)\n",
+		f.projectReady.Round(time.Millisecond), f.noopReady.Round(time.Millisecond))
+	fmt.Printf("RSS after the load: project %s, noop %s\n", testenv.MiB(f.rssLoad), testenv.MiB(f.noopRSS))
+	fmt.Printf("With %d unrelated Secrets of %d KiB and %d copies (created in %s):\n", o.unrelatedSecrets, o.unrelatedSize>>10,
+		o.copies, m.populate.Round(time.Second))
+	fmt.Printf("  RSS of the running project          %s  [goal <= 45 MiB]\n", m.rssRunning)
+	fmt.Printf("  restarted: start to /readyz OK      %s\n", m.ready.Round(time.Millisecond))
+	fmt.Printf("  restarted: RSS at ready             %s\n", m.rssReady)
+	fmt.Printf("  restarted: reconciler's first pass  %s, then RSS %s\n", m.initialPass.Round(time.Millisecond), m.rssReconciled)
+}

@@ -1,0 +1,577 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+)
+
+// scaleOptions are the flags of `bench scale`.
+type scaleOptions struct {
+	namespaces, clients, idlePods int
+	warmSet, newNamespaces        int
+	settings                      []reconcilerSetting
+	flowSchema                    bool
+	apiserverProfile              string
+}
+
+// reconcilerSetting is one set of reconciler flags a rotation is measured with; the zero value passes
+// none, so the binary's defaults apply.
+type reconcilerSetting struct {
+	qps            string
+	burst, workers string
+}
+
+func (s reconcilerSetting) String() string {
+	if s == (reconcilerSetting{}) {
+		return "binary defaults"
+	}
+	return fmt.Sprintf("--reconciler-qps=%s --reconciler-burst=%s --reconciler-workers=%s", s.qps, s.burst, s.workers)
+}
+
+func (s reconcilerSetting) args() []string {
+	if s == (reconcilerSetting{}) {
+		return nil
+	}
+	return []string{"--reconciler-qps", s.qps, "--reconciler-burst", s.burst, "--reconciler-workers", s.workers}
+}
+
+func parseSettings(v string) ([]reconcilerSetting, error) {
+	var out []reconcilerSetting
+	for _, s := range strings.Split(v, ",") {
+		if s == "default" {
+			out = append(out, reconcilerSetting{})
+			continue
+		}
+		parts := strings.Split(s, "/")
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("reconciler setting %q: want QPS/BURST/WORKERS or default", s)
+		}
+		for _, p := range parts {
+			if _, err := strconv.ParseFloat(p, 64); err != nil {
+				return nil, fmt.Errorf("reconciler setting %q: %w", s, err)
+			}
+		}
+		out = append(out, reconcilerSetting{qps: parts[0], burst: parts[1], workers: parts[2]})
+	}
+	return out, nil
+}
+
+// serviceAccount is the identity the project runs as, so that API Priority and Fairness classifies its
+// requests as a workload's: the control plane's admin (system:masters) is exempt from it.
+const serviceAccount = "pullsecret-injector"
+
+// scaleProject is the running pullsecret-injector of the scale benchmark.
+type scaleProject struct {
+	w          *testenv.Webhook
+	metricsURL string
+	setting    reconcilerSetting
+	// probeNamespace is where dry-run Pods tell that the API server calls the running process.
+	probeNamespace string
+}
+
+func runScale(ctx context.Context, args []string) error {
+	var o scaleOptions
+	var settings string
+	fs := flag.NewFlagSet("scale", flag.ExitOnError)
+	fs.IntVar(&o.namespaces, "namespaces", 10000, "Opted-in namespaces, each given a copy by a Pod create through the webhook.")
+	fs.IntVar(&o.clients, "clients", 16, "Parallel clients creating the namespaces and Pods.")
+	fs.IntVar(&o.idlePods, "idle-pods", 200, "Pod creates in warm namespaces measured while the reconciler is idle.")
+	fs.IntVar(&o.warmSet, "warm-namespaces", 20,
+		"Warm namespaces the measured Pods cycle through. Few, and each given a Pod first: the API server's own admission "+
+			"(LimitRanger, ResourceQuota) makes a live read for a namespace it has not seen for 30 s, which adds ~100 ms to that Pod create.")
+	fs.IntVar(&o.newNamespaces, "idle-new-namespaces", 10, "New namespaces whose first Pod is measured while the reconciler is idle.")
+	fs.StringVar(&settings, "settings", "50/100/4,default",
+		"Comma-separated reconciler settings, QPS/BURST/WORKERS or default (the binary's), to rotate the source with, one rotation each.")
+	fs.BoolVar(&o.flowSchema, "flowschema", true,
+		"Rotate once more with the last setting and a FlowSchema that gives the admission path's copy creates a priority level of their own.")
+	fs.StringVar(&o.apiserverProfile, "apiserver-profile", "",
+		"Write a CPU profile of the API server over the first 10 s of the first rotation to this file.")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if o.settings, err = parseSettings(settings); err != nil {
+		return err
+	}
+
+	c, err := startCluster(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	kubeconfig, err := c.asServiceAccount(ctx)
+	if err != nil {
+		return err
+	}
+
+	const warmPrefix = "bench-ns"
+	p := &scaleProject{probeNamespace: warmPrefix + "-probe"}
+	if err := c.createNamespace(ctx, p.probeNamespace, true); err != nil {
+		return err
+	}
+	defer func() {
+		if p.w != nil {
+			stopWebhook(p.w)
+		}
+	}()
+	ready0, err := c.restartProject(ctx, p, kubeconfig, o.settings[0])
+	if err != nil {
+		return err
+	}
+	if _, err := reconcilerIdle(ctx, p.metricsURL, 0, time.Minute); err != nil {
+		return err
+	}
+	rss0, err := readMemory(ctx, p.w.Pid(), p.metricsURL)
+	if err != nil {
+		return err
+	}
+	logf("Creating %d opted-in namespaces with a Pod each, through the webhook", o.namespaces)
+	start := time.Now()
+	if err := c.populate(ctx, warmPrefix, o.namespaces, o.clients); err != nil {
+		return err
+	}
+	populate := time.Since(start)
+	if _, err := reconcilerIdle(ctx, p.metricsURL, o.namespaces, 10*time.Minute); err != nil {
+		return err
+	}
+	rssRunning, err := readMemory(ctx, p.w.Pid(), p.metricsURL)
+	if err != nil {
+		return err
+	}
+
+	logf("Restarting pullsecret-injector with %d copies in the cluster", o.namespaces)
+	readyN, err := c.restartProject(ctx, p, kubeconfig, o.settings[0])
+	if err != nil {
+		return err
+	}
+	rssReady, err := readMemory(ctx, p.w.Pid(), p.metricsURL)
+	if err != nil {
+		return err
+	}
+	firstPass, err := reconcilerIdle(ctx, p.metricsURL, o.namespaces, time.Hour)
+	if err != nil {
+		return err
+	}
+	rssN, err := readMemory(ctx, p.w.Pid(), p.metricsURL)
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("\n== Scale: %d opted-in namespaces, one copy each, kube-apiserver %s, %d CPUs ==\n", o.namespaces, testenv.K8sVersion, runtime.NumCPU())
+	fmt.Printf("namespaces+Pods created through the webhook in %s (%.0f/s from %d clients)\n",
+		populate.Round(time.Second), float64(o.namespaces)/populate.Seconds(), o.clients)
+	fmt.Printf("start to /readyz OK: %s with no copies, %s with %d copies  [goal <= 5s]\n",
+		ready0.Round(time.Millisecond), readyN.Round(time.Millisecond), o.namespaces)
+	fmt.Printf("RSS with no copies: %s\n", rss0)
+	fmt.Printf("RSS with %d copies: running %s\n", o.namespaces, rssRunning)
+	fmt.Printf("  restarted, at ready %s; after the reconciler's first pass (%s, %s) %s\n",
+		rssReady, firstPass.Round(time.Second), o.settings[0], rssN)
+	perThousand := float64(o.namespaces) / 1000
+	fmt.Printf("RSS growth per 1,000 copies: %.2f MiB (heap in use %.2f MiB)  [goal <= 2 MiB]\n",
+		float64(rssN.rss-rss0.rss)/(1<<20)/perThousand, float64(rssN.heap-rss0.heap)/(1<<20)/perThousand)
+
+	idle, err := c.warmAdmissions(ctx, warmPrefix, o.warmSet, o.idlePods)
+	if err != nil {
+		return err
+	}
+	var idleFresh []time.Duration
+	for i := range o.newNamespaces {
+		ns := fmt.Sprintf("bench-new-idle-%04d", i)
+		if err := c.createNamespace(ctx, ns, true); err != nil {
+			return err
+		}
+		d, err := c.createPod(ctx, ns, true)
+		if err != nil {
+			return err
+		}
+		idleFresh = append(idleFresh, d)
+	}
+	fmt.Printf("Reconciler idle: Pod create in a warm namespace p50 %s p99 %s; first Pod of a new namespace p50 %s max %s\n",
+		testenv.Percentile(idle, 50).Round(10*time.Microsecond), testenv.Percentile(idle, 99).Round(10*time.Microsecond),
+		testenv.Percentile(idleFresh, 50).Round(10*time.Microsecond), testenv.Percentile(idleFresh, 100).Round(10*time.Microsecond))
+
+	idleP50 := testenv.Percentile(idle, 50)
+	for i, s := range o.settings {
+		if s != p.setting {
+			logf("Restarting pullsecret-injector with %s", s)
+			if _, err := c.restartProject(ctx, p, kubeconfig, s); err != nil {
+				return err
+			}
+			if _, err := reconcilerIdle(ctx, p.metricsURL, o.namespaces, time.Hour); err != nil {
+				return err
+			}
+		}
+		profile := ""
+		if i == 0 {
+			profile = o.apiserverProfile
+		}
+		if err := c.rotate(ctx, o, p, warmPrefix, i+1, idleP50, false, profile); err != nil {
+			return err
+		}
+	}
+	if o.flowSchema {
+		if err := c.createFlowSchema(ctx); err != nil {
+			return err
+		}
+		if err := c.rotate(ctx, o, p, warmPrefix, len(o.settings)+1, idleP50, true, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// asServiceAccount binds the project's ServiceAccount to cluster-admin and returns a kubeconfig that acts
+// as it: the chart's narrower RBAC is tested elsewhere; here only the API server's classification counts.
+func (c *cluster) asServiceAccount(ctx context.Context) (string, error) {
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "pullsecret-injector-bench"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: sourceNamespace, Name: serviceAccount}},
+	}
+	if _, err := c.cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		return "", fmt.Errorf("bind the service account: %w", err)
+	}
+	return c.cp.ImpersonatingKubeconfig(testenv.ServiceAccountUser(sourceNamespace, serviceAccount))
+}
+
+// restartProject stops the running project, if any, starts it with setting and points the webhook
+// configuration at it; it returns the time to ready.
+func (c *cluster) restartProject(ctx context.Context, p *scaleProject, kubeconfig string, setting reconcilerSetting) (time.Duration, error) {
+	if p.w != nil {
+		stopWebhook(p.w)
+		p.w = nil
+	}
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		return 0, err
+	}
+	w, ready, err := c.startProject(ctx, ports[0], append([]string{"--kubeconfig", kubeconfig}, setting.args()...)...)
+	if err != nil {
+		return 0, err
+	}
+	p.w, p.setting = w, setting
+	p.metricsURL = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])) + "/metrics"
+	return ready, c.register(ctx, w.Port, p.probeNamespace)
+}
+
+// touch creates a Pod, not measured, in each of the first warmSet warm namespaces, so that the API
+// server's own admission has looked the namespace up recently (see the -warm-namespaces flag).
+func (c *cluster) touch(ctx context.Context, prefix string, warmSet int) error {
+	for i := range warmSet {
+		if _, err := c.createPod(ctx, fmt.Sprintf("%s-%05d", prefix, i), true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// warmAdmissions creates n Pods one after another, each in the next of the first warmSet warm namespaces.
+func (c *cluster) warmAdmissions(ctx context.Context, prefix string, warmSet, n int) ([]time.Duration, error) {
+	if err := c.touch(ctx, prefix, warmSet); err != nil {
+		return nil, err
+	}
+	var lat []time.Duration
+	for i := range n {
+		d, err := c.createPod(ctx, fmt.Sprintf("%s-%05d", prefix, i%warmSet), true)
+		if err != nil {
+			return nil, err
+		}
+		lat = append(lat, d)
+	}
+	return lat, nil
+}
+
+// rotation is what one rotation measured.
+type rotation struct {
+	fanOut             time.Duration
+	warm, fresh        []time.Duration
+	warmErrs, freshErr int
+	firstErr           error
+	cpu                map[string]time.Duration
+	apiserver          [2]testenv.Metrics
+}
+
+// rotate changes the source's bytes and measures the fan-out to every warm copy, with Pods created in warm
+// namespaces one after another and, every second, the first Pod of a new namespace meanwhile.
+func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, prefix string, n int, idleP50 time.Duration,
+	flowSchema bool, apiserverProfile string) error {
+	newConfig := []byte(fmt.Sprintf(`{"auths":{"%s":{"auth":"%s"}}}`, registry, strconv.Itoa(n)+"-"+strconv.FormatInt(time.Now().UnixNano(), 10)))
+	list, err := c.cs.CoreV1().Secrets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: managed.Selector})
+	if err != nil {
+		return fmt.Errorf("list copies: %w", err)
+	}
+	pending := map[string]bool{}
+	for _, s := range list.Items {
+		if strings.HasPrefix(s.Namespace, prefix+"-") {
+			pending[s.Namespace] = true
+		}
+	}
+	total := len(pending)
+	w, err := c.cs.CoreV1().Secrets(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{
+		LabelSelector: managed.Selector, ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		return fmt.Errorf("watch copies: %w", err)
+	}
+	defer w.Stop()
+
+	pids, err := c.pids(p)
+	if err != nil {
+		return err
+	}
+	if err := c.touch(ctx, prefix, o.warmSet); err != nil {
+		return err
+	}
+	var r rotation
+	cpu0 := cpuTimes(pids)
+	if r.apiserver[0], err = c.apiserverMetrics(ctx); err != nil {
+		return err
+	}
+
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	record := func(lat *[]time.Duration, errs *int, d time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			if loadCtx.Err() == nil {
+				*errs++
+				if r.firstErr == nil {
+					r.firstErr = err
+				}
+			}
+			return
+		}
+		*lat = append(*lat, d)
+	}
+	wg.Go(func() {
+		for i := 0; loadCtx.Err() == nil; i++ {
+			d, err := c.createPod(loadCtx, fmt.Sprintf("%s-%05d", prefix, i%o.warmSet), true)
+			record(&r.warm, &r.warmErrs, d, err)
+		}
+	})
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-loadCtx.Done():
+				return
+			case <-tick.C:
+			}
+			ns := fmt.Sprintf("bench-new-%d-%04d", n, i)
+			if err := c.createNamespace(loadCtx, ns, true); err != nil {
+				record(&r.fresh, &r.freshErr, 0, err)
+				continue
+			}
+			d, err := c.createPod(loadCtx, ns, true)
+			record(&r.fresh, &r.freshErr, d, err)
+		}
+	})
+	profileDone := make(chan error, 1)
+	if apiserverProfile != "" {
+		go func() { profileDone <- c.apiserverProfile(ctx, 10*time.Second, apiserverProfile) }()
+	} else {
+		profileDone <- nil
+	}
+
+	logf("Rotation %d (%s%s): fanning out to %d copies", n, p.setting, map[bool]string{true: ", with the FlowSchema"}[flowSchema], total)
+	start := time.Now()
+	if err := c.writeSource(ctx, newConfig); err != nil {
+		stopLoad()
+		wg.Wait()
+		return err
+	}
+	timeout := time.After(30*time.Minute + time.Duration(total)*100*time.Millisecond)
+	for len(pending) > 0 {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				stopLoad()
+				wg.Wait()
+				return fmt.Errorf("watch of copies ended with %d of %d copies not rotated", len(pending), total)
+			}
+			if s, isSecret := ev.Object.(*corev1.Secret); isSecret && ev.Type == watch.Modified &&
+				bytes.Equal(s.Data[corev1.DockerConfigJsonKey], newConfig) {
+				delete(pending, s.Namespace)
+			}
+		case <-timeout:
+			stopLoad()
+			wg.Wait()
+			return fmt.Errorf("%d of %d copies not rotated in time", len(pending), total)
+		}
+	}
+	r.fanOut = time.Since(start)
+	stopLoad()
+	wg.Wait()
+	r.cpu = cpuDeltas(cpu0, cpuTimes(pids))
+	if r.apiserver[1], err = c.apiserverMetrics(ctx); err != nil {
+		return err
+	}
+	if err := <-profileDone; err != nil {
+		return err
+	}
+	printRotation(p, n, total, idleP50, flowSchema, r)
+	if apiserverProfile != "" {
+		top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount", "500", apiserverProfile).Output()
+		if err != nil {
+			return fmt.Errorf("go tool pprof: %w", err)
+		}
+		fmt.Printf("API server CPU profile, first 10 s of the fan-out, inclusive (go tool pprof -top -cum %s):\n", apiserverProfile)
+		for line := range strings.Lines(string(top)) {
+			if strings.HasPrefix(line, "Duration") || slices.ContainsFunc(apiserverStages, func(s string) bool { return strings.Contains(line, s) }) {
+				fmt.Print(line)
+			}
+		}
+	}
+	return nil
+}
+
+// apiserverStages are the functions the API server profile summary shows: the reconciler's PATCHes, the
+// Pod creates' webhook calls, etcd writes, watch fan-out, serialization, GC. The filters that wrap every
+// request (authentication, APF) are left out: their inclusive share is the whole request's.
+var apiserverStages = []string{
+	"(*patcher).patchResource.func2", "etcd3.(*store).GuaranteedUpdate", "(*mutatingDispatcher).Dispatch",
+	"(*Cacher).dispatchEvent", "(*cacheWatcher).process", "versioning.(*codec).Decode", "versioning.(*codec).doEncode",
+	"runtime.gcBgMarkWorker\n",
+}
+
+// pids returns the processes whose CPU time a rotation reports.
+func (c *cluster) pids(p *scaleProject) (map[string]int, error) {
+	apiserver, err := testenv.ChildProcess("kube-apiserver")
+	if err != nil {
+		return nil, err
+	}
+	etcd, err := testenv.ChildProcess("etcd")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]int{"kube-apiserver": apiserver, "etcd": etcd, "pullsecret-injector": p.w.Pid(), "bench": os.Getpid()}, nil
+}
+
+func cpuTimes(pids map[string]int) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, pid := range pids {
+		if d, err := testenv.ProcCPU(pid); err == nil {
+			out[name] = d
+		}
+	}
+	return out
+}
+
+func cpuDeltas(before, after map[string]time.Duration) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, d := range after {
+		out[name] = d - before[name]
+	}
+	return out
+}
+
+// flowSchemaName names the FlowSchema and the priority level the FlowSchema measurement creates.
+const flowSchemaName = "pullsecret-injector-admission"
+
+// createFlowSchema gives the project's copy creates, the writes of its admission path, a priority level
+// of their own, apart from the reconciler's patches, which stay in the ServiceAccounts' workload-low.
+func (c *cluster) createFlowSchema(ctx context.Context) error {
+	plc := &flowcontrolv1.PriorityLevelConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: flowSchemaName},
+		Spec: flowcontrolv1.PriorityLevelConfigurationSpec{
+			Type: flowcontrolv1.PriorityLevelEnablementLimited,
+			Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{
+				NominalConcurrencyShares: ptr.To[int32](30),
+				LimitResponse: flowcontrolv1.LimitResponse{Type: flowcontrolv1.LimitResponseTypeQueue,
+					Queuing: &flowcontrolv1.QueuingConfiguration{Queues: 16, HandSize: 4, QueueLengthLimit: 50}},
+			},
+		},
+	}
+	if _, err := c.cs.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, plc, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create priority level: %w", err)
+	}
+	fs := &flowcontrolv1.FlowSchema{
+		ObjectMeta: metav1.ObjectMeta{Name: flowSchemaName},
+		Spec: flowcontrolv1.FlowSchemaSpec{
+			PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: flowSchemaName},
+			// Ahead of the suggested "service-accounts" schema (9000).
+			MatchingPrecedence:  1000,
+			DistinguisherMethod: &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByNamespaceType},
+			Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+				Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindServiceAccount,
+					ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: sourceNamespace, Name: serviceAccount}}},
+				ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
+					Verbs: []string{"create"}, APIGroups: []string{""}, Resources: []string{"secrets"}, Namespaces: []string{flowcontrolv1.NamespaceEvery},
+				}},
+			}},
+		},
+	}
+	if _, err := c.cs.FlowcontrolV1().FlowSchemas().Create(ctx, fs, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create flow schema: %w", err)
+	}
+	return nil
+}
+
+// printRotation prints one rotation's figures and what the API server saw meanwhile.
+func printRotation(p *scaleProject, n, total int, idleP50 time.Duration, flowSchema bool, r rotation) {
+	fs := ""
+	if flowSchema {
+		fs = ", FlowSchema " + flowSchemaName
+	}
+	fmt.Printf("\n-- Rotation %d: %s%s --\n", n, p.setting, fs)
+	fmt.Printf("fan-out to %d copies: %s, %.1f copies/s  [goal >= 100/s]\n", total, r.fanOut.Round(time.Millisecond),
+		float64(total)/r.fanOut.Seconds())
+	warmP50 := testenv.Percentile(r.warm, 50)
+	fmt.Printf("Pod create in a warm namespace during the fan-out (%d): p50 %s (%.2fx idle) p99 %s  [goal p50 <= 1.2x]\n",
+		len(r.warm), warmP50.Round(10*time.Microsecond), float64(warmP50)/float64(idleP50), testenv.Percentile(r.warm, 99).Round(10*time.Microsecond))
+	fmt.Printf("first Pod of a new namespace during the fan-out (%d, the copy made in admission): p50 %s max %s\n",
+		len(r.fresh), testenv.Percentile(r.fresh, 50).Round(10*time.Microsecond), testenv.Percentile(r.fresh, 100).Round(10*time.Microsecond))
+	fmt.Printf("failed Pod creates (over the webhook's timeout or refused): %d warm, %d new", r.warmErrs, r.freshErr)
+	if r.firstErr != nil {
+		fmt.Printf("; first: %v", r.firstErr)
+	}
+	fmt.Println()
+	secs := r.fanOut.Seconds()
+	var used []string
+	for _, name := range []string{"kube-apiserver", "etcd", "pullsecret-injector", "bench"} {
+		used = append(used, fmt.Sprintf("%s %.2f", name, r.cpu[name].Seconds()/secs))
+	}
+	fmt.Printf("CPU used during the fan-out, in cores of %d: %s\n", runtime.NumCPU(), strings.Join(used, ", "))
+	delta := func(name string, match map[string]string) (mean time.Duration, count float64) {
+		s1, n1 := r.apiserver[1].Value(name, match)
+		s0, n0 := r.apiserver[0].Value(name, match)
+		if n1-n0 <= 0 {
+			return 0, 0
+		}
+		return time.Duration((s1 - s0) / (n1 - n0) * float64(time.Second)), n1 - n0
+	}
+	patch, patches := delta("apiserver_request_duration_seconds", map[string]string{"verb": "PATCH", "resource": "secrets"})
+	create, creates := delta("apiserver_request_duration_seconds", map[string]string{"verb": "POST", "resource": "pods"})
+	etcdUpdate, _ := delta("etcd_request_duration_seconds", map[string]string{"resource": "secrets", "operation": "update"})
+	fmt.Printf("API server: %.0f secret PATCHes, mean %s; %.0f pod creates, mean %s; etcd secret updates mean %s\n",
+		patches, patch.Round(10*time.Microsecond), creates, create.Round(10*time.Microsecond), etcdUpdate.Round(10*time.Microsecond))
+	for _, level := range []string{"workload-low", flowSchemaName} {
+		wait, waits := delta("apiserver_flowcontrol_request_wait_duration_seconds", map[string]string{"priority_level": level})
+		if waits > 0 {
+			fmt.Printf("APF priority level %s: %.0f requests, mean queue wait %s\n", level, waits, wait.Round(time.Microsecond))
+		}
+	}
+}
