@@ -447,11 +447,14 @@ var (
 	accessReviewRule = rbacv1.PolicyRule{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}}
 )
 
+// metricsReaderSuffix ends the name of the ClusterRole, and its binding, that lets metrics.readers scrape.
+const metricsReaderSuffix = "-metrics-reader"
+
 // checkMetricsReader checks the `<name>-metrics-reader` ClusterRole, which must grant what testenv's scrapers
 // are granted, and its binding, which must exist exactly when readers are given and name them.
 func checkMetricsReader(t *testing.T, objs []*unstructured.Unstructured, name string, readers []rbacv1.Subject) {
 	t.Helper()
-	reader := name + "-metrics-reader"
+	reader := name + metricsReaderSuffix
 	role := named[rbacv1.ClusterRole](t, objs, "ClusterRole", reader)
 	if diff := cmp.Diff(testenv.MetricsReaderRules(), role.Rules); diff != "" {
 		t.Errorf("%s rules (-want +got):\n%s", reader, diff)
@@ -484,7 +487,7 @@ func checkNoMetricsAccess(t *testing.T, objs []*unstructured.Unstructured, name 
 	t.Helper()
 	for _, kind := range []string{"ClusterRole", "ClusterRoleBinding"} {
 		for _, o := range find(objs, kind) {
-			if strings.HasSuffix(o.GetName(), "-metrics-reader") {
+			if strings.HasSuffix(o.GetName(), metricsReaderSuffix) {
 				t.Errorf("rendered %s %s without a secure metrics endpoint", kind, o.GetName())
 			}
 		}
@@ -532,7 +535,7 @@ func checkBindings(t *testing.T, objs []*unstructured.Unstructured, namespace, s
 	}
 	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
 		for _, obj := range find(objs, kind) {
-			if kind == "ClusterRoleBinding" && strings.HasSuffix(obj.GetName(), "-metrics-reader") {
+			if kind == "ClusterRoleBinding" && strings.HasSuffix(obj.GetName(), metricsReaderSuffix) {
 				continue // binds metrics.readers, not the webhook: checkMetricsReader
 			}
 			// ClusterRoleBinding and RoleBinding have the same fields.
