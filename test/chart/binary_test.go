@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -27,6 +30,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
@@ -40,15 +44,21 @@ const (
 	certSecret = fullname + "-cert"
 )
 
-// driveValues configure one registry, and a serving certificate that is also valid for 127.0.0.1, where
-// the API server reaches the binary in this test.
+// driveValues configure one registry, a serving certificate that is also valid for 127.0.0.1, where the
+// API server reaches the binary in this test, and a ServiceAccount allowed to scrape the metrics.
 const driveValues = `
 registries:
   - registry: registry.chart.test:5000/team
     secret: {name: team-regcred}
 certs:
   extraSANs: ["127.0.0.1"]
+metrics:
+  readers:
+    - {kind: ServiceAccount, name: scraper, namespace: psi-system}
 `
+
+// scraper is the ServiceAccount driveValues bind to the metrics-reader ClusterRole, in driveNamespace.
+const scraper = "scraper"
 
 // TestRenderedChartDrivesBinary applies what the chart renders (RBAC, admission guard, ConfigMap, webhook
 // registration), points the registration's clientConfig at a local port instead of the Service, and runs the
@@ -64,7 +74,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 	optIn := map[string]string{"pullsecret-injector.io/inject": "enabled"}
 	// The release namespace carries the opt-in label too: the exclusion, not a missing label, keeps it out.
 	ensureNamespace(t, driveNamespace, optIn)
-	ports, err := testenv.FreePorts(1)
+	ports, err := testenv.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,8 +130,10 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 	}
 	// A revocation waits this long, and a copy must be this old before it is revoked: the rendered minute
 	// would only slow the revocation subtest down.
+	// The rendered --metrics-secure stays: the metrics endpoint reviews scrapers' tokens with the rendered RBAC.
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
 	local = append(local, "--kubeconfig="+kubeconfig, fmt.Sprintf("--webhook-port=%d", port), "--zap-log-level=debug",
-		"--revocation-recheck=2s")
+		"--revocation-recheck=2s", "--metrics-bind-address="+metricsAddr)
 	// StartWebhook returns once /readyz passes, which in self mode needs the certificate Secret written
 	// and the CA in the registration's caBundle: the certificate flow runs with the rendered RBAC.
 	w, err := cp.StartWebhook(ctx, binary, []byte(configYAML), local...)
@@ -318,6 +330,39 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 		}
 	})
 
+	// The binary asks the API server, as the chart's ServiceAccount, to review each scraper's token and
+	// whether its user may get /metrics: the rendered ClusterRole must allow the reviews, and the rendered
+	// metrics-reader binding must authorize metrics.readers and no one else.
+	t.Run("secure metrics: a reader is served, another ServiceAccount is forbidden", func(t *testing.T) {
+		url := "https://" + metricsAddr + testenv.MetricsPath
+		if err := testenv.WaitMetricsServing(ctx, url); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			serviceAccount string
+			want           int
+		}{
+			{scraper, http.StatusOK},
+			{"not-a-reader", http.StatusForbidden},
+		} {
+			token, err := testenv.ServiceAccountToken(ctx, admin, driveNamespace, tc.serviceAccount)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, body, err := testenv.Scrape(ctx, url, token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.want {
+				t.Errorf("scrape as %s: got %d, want %d: %s", tc.serviceAccount, code, tc.want, strings.TrimSpace(body))
+			}
+			injected := fmt.Sprintf("%s_admissions_total{outcome=%q}", metrics.Namespace, metrics.Injected)
+			if v, ok := testenv.SampleValue(body, injected); tc.want == http.StatusOK && (!ok || v < 1) {
+				t.Errorf("scrape as %s: %s = %v (found: %v), want 1 or more after the Pods above", tc.serviceAccount, injected, v, ok)
+			}
+		}
+	})
+
 	t.Run("the ServiceAccount can do what the reconciler and leader election need", func(t *testing.T) {
 		checkCan(ctx, t, sa)
 	})
@@ -407,6 +452,13 @@ func checkCan(ctx context.Context, t *testing.T, user string) {
 		_, err := admin.EventsV1().Events(driveNamespace).Create(ctx, event, metav1.CreateOptions{})
 		return err
 	})
+	copyEvent := event.DeepCopy()
+	copyEvent.Namespace = copied.Namespace
+	copyEvent.Regarding = corev1.ObjectReference{APIVersion: "v1", Kind: "Secret", Namespace: copied.Namespace, Name: copied.Name}
+	mustCreate(ctx, t, func() error {
+		_, err := admin.EventsV1().Events(copyEvent.Namespace).Create(ctx, copyEvent, metav1.CreateOptions{})
+		return err
+	})
 	mergePatch := []byte(`{"metadata":{"labels":{"chart-test":"true"}}}`)
 	leases := as.CoordinationV1().Leases
 	for _, tc := range []struct {
@@ -468,6 +520,29 @@ func checkCan(ctx context.Context, t *testing.T, user string) {
 		}},
 		{"patch an events.k8s.io Event in the release namespace", func() error {
 			_, err := as.EventsV1().Events(driveNamespace).Patch(ctx, event.Name, types.MergePatchType, mergePatch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		}},
+		// The project's Events are about copies and sources, in any namespace.
+		{"create an events.k8s.io Event about a copy in its namespace", func() error {
+			ev := copyEvent.DeepCopy()
+			ev.Name, ev.GenerateName = "", "chart-test-"
+			_, err := as.EventsV1().Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{DryRun: dryRun})
+			return err
+		}},
+		{"patch an events.k8s.io Event about a copy in its namespace", func() error {
+			_, err := as.EventsV1().Events(copyEvent.Namespace).Patch(ctx, copyEvent.Name, types.MergePatchType, mergePatch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		}},
+		// The secure metrics endpoint's questions about a scraper.
+		{"create a TokenReview", func() error {
+			_, err := as.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token"}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"create a SubjectAccessReview", func() error {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: "someone", NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: testenv.MetricsPath, Verb: "get"},
+			}}
+			_, err := as.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
 			return err
 		}},
 	} {
@@ -593,6 +668,38 @@ func checkCannot(ctx context.Context, t *testing.T, user string) {
 			}
 			_, err := as.CoreV1().Events("team-a").Create(ctx, ev, metav1.CreateOptions{DryRun: dryRun})
 			return err
+		}},
+		{"read an events.k8s.io Event", func() error {
+			_, err := as.EventsV1().Events("team-a").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"delete an events.k8s.io Event", func() error {
+			return as.EventsV1().Events("team-a").DeleteCollection(ctx, metav1.DeleteOptions{DryRun: dryRun}, metav1.ListOptions{})
+		}},
+		{"request a token for a ServiceAccount", func() error {
+			_, err := as.CoreV1().ServiceAccounts(driveNamespace).CreateToken(ctx, scraper, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+			return err
+		}},
+		{"create a LocalSubjectAccessReview", func() error {
+			lsar := &authorizationv1.LocalSubjectAccessReview{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "team-a"},
+				Spec: authorizationv1.SubjectAccessReviewSpec{User: "someone",
+					ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: "team-a", Verb: "get", Resource: "secrets"}},
+			}
+			_, err := as.AuthorizationV1().LocalSubjectAccessReviews("team-a").Create(ctx, lsar, metav1.CreateOptions{})
+			return err
+		}},
+		{"create a CertificateSigningRequest", func() error {
+			csr := &certificatesv1.CertificateSigningRequest{
+				ObjectMeta: metav1.ObjectMeta{Name: "chart-test"},
+				Spec: certificatesv1.CertificateSigningRequestSpec{Request: []byte("x"), SignerName: "kubernetes.io/kube-apiserver-client",
+					Usages: []certificatesv1.KeyUsage{certificatesv1.UsageClientAuth}},
+			}
+			_, err := as.CertificatesV1().CertificateSigningRequests().Create(ctx, csr, metav1.CreateOptions{DryRun: dryRun})
+			return err
+		}},
+		{"get the API server's own /metrics", func() error {
+			return as.Discovery().RESTClient().Get().AbsPath(testenv.MetricsPath).Do(ctx).Error()
 		}},
 		{"delete a namespace", func() error {
 			return as.CoreV1().Namespaces().Delete(ctx, "team-none", metav1.DeleteOptions{DryRun: dryRun})

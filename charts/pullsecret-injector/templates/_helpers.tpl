@@ -162,3 +162,24 @@ and `upgrade` ask the API server; `helm template` knows only what --api-versions
 {{- "true" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Secret the metrics endpoint takes its certificate from, when it serves HTTPS and metrics.certSecret is
+set; empty otherwise (a self-signed certificate, or plain HTTP).
+*/}}
+{{- define "pullsecret-injector.metricsCertSecret" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.secure }}
+{{- .Values.metrics.certSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the metrics endpoint is on and checks every scrape's token and authorization with the API
+server: the ClusterRole then grants TokenReviews and SubjectAccessReviews, and the metrics-reader
+ClusterRole is rendered.
+*/}}
+{{- define "pullsecret-injector.metricsSecure" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.secure }}
+{{- "true" }}
+{{- end }}
+{{- end }}
