@@ -15,13 +15,6 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
-// pending are pages the manual links to that are written on other branches. A missing one is only logged;
-// once it exists it is checked like any other. Remove an entry when its page has landed.
-var pending = map[string]bool{
-	filepath.Join("docs", "performance.md"): true,
-	filepath.Join("docs", "check.md"):       true,
-}
-
 // TestRelativeLinksResolve follows every relative link of the documentation to its file and heading.
 func TestRelativeLinksResolve(t *testing.T) {
 	root := testenv.RepoRoot()
@@ -54,10 +47,6 @@ func TestRelativeLinksResolve(t *testing.T) {
 				continue
 			}
 			if _, err := os.Stat(dest); err != nil {
-				if pending[destRel] {
-					t.Logf("%s: link %q names %s, which is written on another branch and has not landed yet", rel, target, destRel)
-					continue
-				}
 				t.Errorf("%s: link %q names %s, which does not exist", rel, target, destRel)
 				continue
 			}
