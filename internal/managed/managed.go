@@ -6,9 +6,9 @@ package managed
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"maps"
 	"slices"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -138,7 +138,7 @@ func Usable(source *corev1.Secret) bool {
 
 // Digest returns a fingerprint of a Secret's type and data, to tell whether a copy holds a source's bytes
 // without keeping the bytes.
-func Digest(typ corev1.SecretType, data map[string][]byte) string {
+func Digest(typ corev1.SecretType, data map[string][]byte) [sha256.Size]byte {
 	h := sha256.New()
 	h.Write([]byte(typ))
 	for _, k := range slices.Sorted(maps.Keys(data)) {
@@ -150,7 +150,9 @@ func Digest(typ corev1.SecretType, data map[string][]byte) string {
 		h.Write([]byte(k))
 		h.Write(data[k])
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // InSync reports whether cp holds exactly what a copy of source holds: type, data, the label and the source
@@ -179,12 +181,43 @@ func TrimCopyMetadata(obj any) (any, error) {
 		DeletionTimestamp: m.DeletionTimestamp,
 	}}
 	if v, ok := m.Labels[ManagedByLabel]; ok {
-		trimmed.Labels = map[string]string{ManagedByLabel: v}
+		trimmed.Labels = copyLabels.get(ManagedByLabel, v)
 	}
 	if v, ok := m.Annotations[SourceAnnotation]; ok {
-		trimmed.Annotations = map[string]string{SourceAnnotation: v}
+		trimmed.Annotations = copyAnnotations.get(SourceAnnotation, v)
 	}
 	return trimmed, nil
+}
+
+// copyLabels and copyAnnotations hold the one-entry maps the cached copies share: every copy of a source
+// carries the same label and annotation, and a map per copy was a third of what a cached copy costs.
+// Nothing changes a cached object (reads from the cache are deep copies), so sharing is safe.
+var copyLabels, copyAnnotations = &sharedMaps{}, &sharedMaps{}
+
+// maxSharedMaps bounds the maps shared: the values come from the configuration, but a tenant can label a
+// Secret of its own as managed with any annotation value, and those must not grow this without bound.
+const maxSharedMaps = 1024
+
+// sharedMaps hands out one immutable single-entry map per key and value.
+type sharedMaps struct {
+	mu   sync.Mutex
+	maps map[[2]string]map[string]string
+}
+
+func (s *sharedMaps) get(key, value string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.maps[[2]string{key, value}]; ok {
+		return m
+	}
+	m := map[string]string{key: value}
+	if s.maps == nil {
+		s.maps = map[[2]string]map[string]string{}
+	}
+	if len(s.maps) < maxSharedMaps {
+		s.maps[[2]string{key, value}] = m
+	}
+	return m
 }
 
 // TrimNamespaceMetadata is a cache transform for metadata-only Namespaces: selectors need the labels and

@@ -1,8 +1,11 @@
 package managed
 
 import (
+	"fmt"
+	"reflect"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -84,5 +87,38 @@ func TestTrimCopyMetadataKeepsOnlyWhatCopiesNeed(t *testing.T) {
 	if len(out.Labels) != 1 || len(out.Annotations) != 1 || out.ManagedFields != nil || out.UID != "uid" || out.ResourceVersion != "7" ||
 		!IsManaged(out) || out.GroupVersionKind() != SecretGVK {
 		t.Errorf("trimmed = %+v", out)
+	}
+}
+
+func TestTrimCopyMetadataSharesItsMaps(t *testing.T) {
+	trim := func(source string) *metav1.PartialObjectMetadata {
+		t.Helper()
+		out, err := TrimCopyMetadata(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+			Name: "regcred", Namespace: "team",
+			Labels:      map[string]string{ManagedByLabel: ManagedByValue, "other": "x"},
+			Annotations: map[string]string{SourceAnnotation: source, "note": "y"},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*metav1.PartialObjectMetadata)
+	}
+	a, b := trim("psi/regcred"), trim("psi/regcred")
+	if diff := cmp.Diff(map[string]string{ManagedByLabel: ManagedByValue}, a.Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]string{SourceAnnotation: "psi/regcred"}, a.Annotations); diff != "" {
+		t.Errorf("annotations (-want +got):\n%s", diff)
+	}
+	if reflect.ValueOf(a.Labels).Pointer() != reflect.ValueOf(b.Labels).Pointer() ||
+		reflect.ValueOf(a.Annotations).Pointer() != reflect.ValueOf(b.Annotations).Pointer() {
+		t.Error("two copies of one source got maps of their own, want the shared ones")
+	}
+	// Tenant-chosen annotation values never grow the shared maps past their bound.
+	for i := range 2 * maxSharedMaps {
+		trim(fmt.Sprintf("tenant/%d", i))
+	}
+	if n := len(copyAnnotations.maps); n > maxSharedMaps {
+		t.Errorf("%d shared annotation maps, bound %d", n, maxSharedMaps)
 	}
 }

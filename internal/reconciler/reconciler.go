@@ -5,6 +5,7 @@ package reconciler
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -75,7 +76,7 @@ type podUse struct {
 
 type verifiedCopy struct {
 	resourceVersion string
-	digest          string
+	digest          [sha256.Size]byte
 	// keys are the data keys the copy holds, so an update can remove the ones the source dropped without
 	// reading the copy.
 	keys []string
@@ -453,8 +454,20 @@ func (r *Reconciler) remember(cp *corev1.Secret) {
 	r.verified[client.ObjectKeyFromObject(cp)] = verifiedCopy{
 		resourceVersion: cp.ResourceVersion,
 		digest:          managed.Digest(cp.Type, cp.Data),
-		keys:            slices.Sorted(maps.Keys(cp.Data)),
+		keys:            internKeys(slices.Sorted(maps.Keys(cp.Data))),
 	}
+}
+
+// dockerConfigKeys is the data keys of almost every copy, shared by their verified entries.
+var dockerConfigKeys = []string{corev1.DockerConfigJsonKey}
+
+// internKeys returns keys, or the shared slice when it holds the same: a slice and a string per copy add up
+// over 10,000 copies.
+func internKeys(keys []string) []string {
+	if slices.Equal(keys, dockerConfigKeys) {
+		return dockerConfigKeys
+	}
+	return keys
 }
 
 func (r *Reconciler) forget(key types.NamespacedName) {

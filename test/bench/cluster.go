@@ -267,6 +267,8 @@ func (c *cluster) startProject(ctx context.Context, metricsPort int, args ...str
 		// The chart's log level: debug logging would add its cost to every admission.
 		"--zap-log-level", "info",
 		"--metrics-bind-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(metricsPort)),
+		// The load program scrapes without a token; how metrics are served is no part of an admission.
+		"--metrics-secure=false",
 	}, args...)
 	start := time.Now()
 	w, err := c.cp.StartWebhookNoWait(c.project, cfg, args...)
