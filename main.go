@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -148,7 +147,7 @@ func metricsOptions(o options, serverTLS func(*tls.Config)) metricsserver.Option
 	opts := metricsserver.Options{BindAddress: o.metricsAddr}
 	if o.metricsSecure {
 		opts.SecureServing = true
-		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		opts.FilterProvider = metrics.WithAuthenticationAndAuthorization
 		opts.CertDir = o.metricsCertDir
 		// The webhook's certificate is for the webhook Service's name; the metrics endpoint keeps the TLS
 		// version and HTTP/2 rules and takes its certificate from --metrics-cert-dir.
