@@ -292,7 +292,8 @@ func (c *cluster) startNoop(ctx context.Context, binary string) (*testenv.Webhoo
 	probe := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 	start := time.Now()
 	w, err := c.cp.StartProgram(binary, ports[0], probe, "--cert-dir", c.cp.CertDir, "--webhook-host", "127.0.0.1",
-		"--webhook-port", strconv.Itoa(ports[0]), "--health-probe-bind-address", probe, "--secret-name", sourceName)
+		"--webhook-port", strconv.Itoa(ports[0]), "--health-probe-bind-address", probe, "--secret-name", sourceName,
+		"--registry", registry)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,7 @@ func main() {
 	port := flag.Int("webhook-port", 9443, "Port the webhook server listens on.")
 	probeAddr := flag.String("health-probe-bind-address", "127.0.0.1:8081", "Address /readyz is served on.")
 	secret := flag.String("secret-name", "", "Name of the pull secret the fixed patch references.")
+	registry := flag.String("registry", "", "Configured registry the fixed patch's annotation names.")
 	// The project's logger and defaults (production encoding, info level): controller-runtime builds a
 	// logger for every request, and without one set it queues them as promises for the first 30 s.
 	var zapOpts zap.Options
@@ -41,7 +43,7 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, *certDir, *host, *port, *probeAddr, *secret)
+	err := run(ctx, *certDir, *host, *port, *probeAddr, *secret, *registry)
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "noopwebhook: %v\n", err)
@@ -49,14 +51,23 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, certDir, host string, port int, probeAddr, secret string) error {
+func run(ctx context.Context, certDir, host string, port int, probeAddr, secret, registry string) error {
 	if certDir == "" || secret == "" {
 		return errors.New("--cert-dir and --secret-name are required")
 	}
-	// The same answer whatever the Pod: what the project answers for a Pod without imagePullSecrets.
-	patch := jsonpatch.NewOperation("add", "/spec/imagePullSecrets", []corev1.LocalObjectReference{{Name: secret}})
+	// The same answer whatever the Pod: what the project answers for a Pod without imagePullSecrets or
+	// annotations, so that the API server does the same work with either answer and the difference is the
+	// webhook's alone.
+	injected, err := json.Marshal([]webhook.Injection{{Secret: secret, Registries: []string{registry}}})
+	if err != nil {
+		return err
+	}
+	patch := []jsonpatch.JsonPatchOperation{
+		jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{webhook.InjectedAnnotation: string(injected)}),
+		jsonpatch.NewOperation("add", "/spec/imagePullSecrets", []corev1.LocalObjectReference{{Name: secret}}),
+	}
 	handler := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
-		return admission.Patched("", patch)
+		return admission.Patched("", patch...)
 	})
 	srv := ctrlwebhook.NewServer(ctrlwebhook.Options{
 		Host:    host,
