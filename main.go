@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -75,6 +76,11 @@ type options struct {
 // gracefulShutdownTimeout bounds the drain after the shutdown delay.
 var gracefulShutdownTimeout = 20 * time.Second
 
+// defaultGCPercent is the binary's GOGC unless the environment sets one. Its live heap is mostly the
+// metadata cache, which changes little, so halving the runtime's default headroom (100) costs little CPU
+// and keeps the RSS about 5 MiB lower with 1,000 copies (docs/performance.md has the measurements).
+const defaultGCPercent = 50
+
 // defaultLeaderElectionID is the name of the Lease the replicas elect their leader with.
 const defaultLeaderElectionID = "pullsecret-injector"
 
@@ -82,6 +88,9 @@ func main() {
 	// The check subcommand has flags of its own and must never start the webhook.
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		os.Exit(check.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
 	}
 	var o options
 	fs := flag.CommandLine
