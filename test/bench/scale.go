@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"net"
@@ -316,7 +317,9 @@ type rotation struct {
 // namespaces one after another and, every second, the first Pod of a new namespace meanwhile.
 func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, prefix string, n int, idleP50 time.Duration,
 	flowSchema bool, apiserverProfile string) error {
-	newConfig := []byte(fmt.Sprintf(`{"auths":{"%s":{"auth":"%s"}}}`, registry, strconv.Itoa(n)+"-"+strconv.FormatInt(time.Now().UnixNano(), 10)))
+	// New, valid credentials: base64 of "bench:<password>" (an invalid one would put a warning on every Pod).
+	password := strconv.Itoa(n) + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	newConfig := []byte(fmt.Sprintf(`{"auths":{"%s":{"auth":"%s"}}}`, registry, base64.StdEncoding.EncodeToString([]byte("bench:"+password))))
 	list, err := c.cs.CoreV1().Secrets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: managed.Selector})
 	if err != nil {
 		return fmt.Errorf("list copies: %w", err)
