@@ -6,8 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,7 +29,7 @@ import (
 const Name = "copies"
 
 // copyNameIndex indexes cached copies by name: a source's copies all carry the source's name.
-const copyNameIndex = "metadata.name"
+const copyNameIndex = "name"
 
 // Options tune the reconciler.
 type Options struct {
@@ -54,9 +57,24 @@ type Trigger interface {
 // returned Trigger never blocks, whether or not this replica leads.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, srcs sources.Reader,
 	c client.Client, opts Options) (Trigger, error) {
-	if err := mgr.GetFieldIndexer().IndexField(ctx, managed.PartialSecret(), copyNameIndex, func(o client.Object) []string {
-		return []string{o.GetName()}
-	}); err != nil {
+	// An index of the informer's own, on the name alone: controller-runtime's IndexField also keys every
+	// value by namespace, which is one more set per copy, and a source's copies are wanted in every
+	// namespace at once.
+	inf, err := mgr.GetCache().GetInformer(ctx, managed.PartialSecret())
+	if err != nil {
+		return nil, fmt.Errorf("get the copies' informer: %w", err)
+	}
+	indexed, ok := inf.(toolscache.SharedIndexInformer)
+	if !ok {
+		return nil, fmt.Errorf("the copies' informer (%T) cannot be indexed", inf)
+	}
+	if err := indexed.AddIndexers(toolscache.Indexers{copyNameIndex: func(obj any) ([]string, error) {
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			return nil, err
+		}
+		return []string{m.GetName()}, nil
+	}}); err != nil {
 		return nil, fmt.Errorf("index copies by name: %w", err)
 	}
 	r := &Reconciler{
@@ -81,7 +99,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		&handler.TypedEnqueueRequestForObject[*metav1.PartialObjectMetadata]{})); err != nil {
 		return nil, fmt.Errorf("watch copies: %w", err)
 	}
-	t := &triggers{cache: mgr.GetCache(), names: map[string]bool{}, wake: make(chan struct{}, 1)}
+	t := &triggers{cache: mgr.GetCache(), index: indexed.GetIndexer(), names: map[string]bool{}, wake: make(chan struct{}, 1)}
 	if err := ctl.Watch(source.Kind(mgr.GetCache(), managed.PartialNamespace(),
 		handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, ns *metav1.PartialObjectMetadata) []reconcile.Request {
 			return t.copies(ctx, client.InNamespace(ns.Name))
@@ -104,6 +122,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 // reload goroutine that asks, including on a replica that does not lead and never starts the controller.
 type triggers struct {
 	cache client.Reader
+	// index finds a source's copies by name.
+	index toolscache.Indexer
 
 	mu    sync.Mutex
 	all   bool
@@ -142,7 +162,7 @@ func (t *triggers) run(ctx context.Context, q workqueue.TypedRateLimitingInterfa
 				reqs = t.copies(ctx)
 			} else {
 				for name := range names {
-					reqs = append(reqs, t.copies(ctx, client.MatchingFields{copyNameIndex: name})...)
+					reqs = append(reqs, t.named(name)...)
 				}
 			}
 			for _, req := range reqs {
@@ -169,6 +189,25 @@ func (t *triggers) copies(ctx context.Context, opts ...client.ListOption) []reco
 	reqs := make([]reconcile.Request, 0, len(list.Items))
 	for i := range list.Items {
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// named returns the copies called name, in every namespace. The objects are the informer's own: only their
+// keys are read.
+func (t *triggers) named(name string) []reconcile.Request {
+	objs, err := t.index.ByIndex(copyNameIndex, name)
+	if err != nil {
+		logger().Error(err, "Cannot look up cached copies by name", "name", name)
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(objs))
+	for _, o := range objs {
+		m, err := meta.Accessor(o)
+		if err != nil {
+			continue
+		}
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()}})
 	}
 	return reqs
 }
