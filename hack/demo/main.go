@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -22,6 +23,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
 
 const demoConfig = `# The demo's configuration: one private registry, one source secret.
@@ -77,7 +79,14 @@ func run(exit bool) error {
 	if err != nil {
 		return err
 	}
-	wh, err := cp.StartWebhook(ctx, binary, []byte(demoConfig))
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	// Plain HTTP metrics on loopback, so that the demo can show them without a token.
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
+	wh, err := cp.StartWebhook(ctx, binary, []byte(demoConfig),
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--metrics-secure=false")
 	if err != nil {
 		return err
 	}
@@ -118,6 +127,7 @@ func run(exit bool) error {
 	for _, ref := range stored.Spec.ImagePullSecrets {
 		fmt.Printf("  - name: %s\n", ref.Name)
 	}
+	fmt.Printf("and its annotation %s: %s\n", webhook.InjectedAnnotation, stored.Annotations[webhook.InjectedAnnotation])
 	copied, err := cs.CoreV1().Secrets("demo").Get(ctx, "example-regcred", metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read the copied secret: %w", err)
@@ -152,6 +162,37 @@ func run(exit bool) error {
 	}
 	fmt.Printf("The copy demo/example-regcred holds the new credentials %v after the source changed.\n",
 		time.Since(rotatedAt).Round(time.Millisecond))
+	if err := printEvents(ctx, cs, "demo", "example-regcred", 2); err != nil {
+		return err
+	}
+
+	step("Breaking the source: its only auths key is now for another registry")
+	src, err = cs.CoreV1().Secrets("pullsecret-injector").Get(ctx, "example-regcred", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	src.Data = map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"other.example.com":{"auth":"ZGVtbzpyb3RhdGVk"}}}`)}
+	if _, err := cs.CoreV1().Secrets("pullsecret-injector").Update(ctx, src, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	if err := printEvents(ctx, cs, "pullsecret-injector", "example-regcred", 1); err != nil {
+		return err
+	}
+	pod2 := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "app2"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/team/app:1.0"}}},
+	}
+	_, warnings, err := cp.CreatePod(ctx, "demo", pod2)
+	if err != nil {
+		return err
+	}
+	fmt.Println("Creating Pod demo/app2 now answers with the reference and this warning:")
+	for _, w := range warnings {
+		fmt.Printf("  Warning: %s\n", w)
+	}
+	if err := printMetrics(ctx, metricsURL); err != nil {
+		return err
+	}
 
 	if exit {
 		return nil
@@ -166,6 +207,50 @@ func run(exit bool) error {
 	fmt.Printf("  (the webhook's log: %s)\n", wh.LogPath)
 	fmt.Println("Press Ctrl-C to stop and clean up.")
 	<-ctx.Done()
+	return nil
+}
+
+// printEvents waits for at least n events.k8s.io Events about namespace/name and prints them as
+// kubectl describe does.
+func printEvents(ctx context.Context, cs kubernetes.Interface, namespace, name string, n int) error {
+	var events []eventsv1.Event
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := cs.EventsV1().Events(namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		events = events[:0]
+		for _, e := range list.Items {
+			if e.Regarding.Name == name {
+				events = append(events, e)
+			}
+		}
+		return len(events) >= n, nil
+	}); err != nil {
+		return fmt.Errorf("wait for the events of %s/%s: %w", namespace, name, err)
+	}
+	fmt.Printf("kubectl -n %s describe secret %s shows:\nEvents:\n  %-8s %-14s %-20s %s\n", namespace, name, "Type", "Reason", "From", "Message")
+	for _, e := range events {
+		fmt.Printf("  %-8s %-14s %-20s %s\n", e.Type, e.Reason, e.ReportingController, e.Note)
+	}
+	return nil
+}
+
+// printMetrics prints the project's own series from the metrics endpoint.
+func printMetrics(ctx context.Context, url string) error {
+	if err := testenv.WaitMetricsServing(ctx, url); err != nil {
+		return err
+	}
+	_, body, err := testenv.Scrape(ctx, url, "")
+	if err != nil {
+		return fmt.Errorf("scrape %s: %w", url, err)
+	}
+	fmt.Printf("The project's metrics (%s):\n", url)
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "pullsecret_injector_") {
+			fmt.Printf("  %s\n", line)
+		}
+	}
 	return nil
 }
 
