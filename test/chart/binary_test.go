@@ -768,6 +768,14 @@ func checkResourceNames(ctx context.Context, t *testing.T, sa string) {
 	byName := func(name string) metav1.ListOptions {
 		return metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()}
 	}
+	// The API server's RBAC authorizer learns of the new RoleBinding through a watch: wait until it has,
+	// or the first checks below race it.
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := roleOnly.CoreV1().Secrets(driveNamespace).List(ctx, byName(certSecret))
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the RoleBinding of %s never took effect: %v", roleUser, err)
+	}
 	for _, tc := range []struct {
 		name    string
 		do      func() error
