@@ -303,7 +303,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		health.CheckAll()
 		trigger.All()
 	})
-	for _, r := range []manager.Runnable{store, tracker, health} {
+	for _, r := range []manager.Runnable{store, tracker, health, health.CheckWhenSynced(tracker.HasSynced)} {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("add %T: %w", r, err)
 		}

@@ -6,11 +6,14 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/credcheck"
@@ -156,6 +159,31 @@ func (h *Health) record(ref config.SecretRef, s health) {
 		return
 	}
 	h.events.Normal(regarding, events.ReasonSourceValid, events.ActionCheck, "The source secret gives a credential for its registries again")
+}
+
+// CheckWhenSynced returns a runnable, for every replica, that checks every source once the informers of
+// synced have listed: a source that does not exist makes no informer event, so nothing else would count
+// it as missing until the next reload.
+func (h *Health) CheckWhenSynced(synced func() bool) manager.Runnable {
+	return &initialCheck{health: h, synced: synced}
+}
+
+type initialCheck struct {
+	health *Health
+	synced func() bool
+}
+
+// NeedLeaderElection is false: every replica keeps its own gauge.
+func (*initialCheck) NeedLeaderElection() bool { return false }
+
+func (c *initialCheck) Start(ctx context.Context) error {
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return c.synced(), nil
+	}); err != nil {
+		return nil // stopped before the informers listed
+	}
+	c.health.CheckAll()
+	return nil
 }
 
 // NeedLeaderElection is true: Start runs when this replica becomes the leader, from which point it

@@ -3,12 +3,15 @@ package sources
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/events"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -163,5 +166,36 @@ func TestHealthForgetsRemovedSources(t *testing.T) {
 	}
 	if v, ok := sourceInvalid(t, "psi/quay"); !ok || v != 1 {
 		t.Errorf("source_invalid{psi/quay} = %v (present %v), want 1: it is configured and missing", v, ok)
+	}
+}
+
+func TestHealthCountsMissingSourcesOnceSynced(t *testing.T) {
+	// A source that does not exist makes no informer event: only the check after the first list finds it.
+	missing := config.SecretRef{Namespace: "psi", Name: "quay"}
+	h := NewHealth(healthStore(t), Static{}, nil, logr.Discard())
+	metrics.ForgetSource(missing.String())
+	var synced atomic.Bool
+	var asked atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- h.CheckWhenSynced(func() bool { asked.Add(1); return synced.Load() }).Start(ctx)
+	}()
+	// Asked twice and told not yet: nothing may have been checked.
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		return asked.Load() >= 2, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sourceInvalid(t, missing.String()); ok {
+		t.Fatal("source_invalid set before the informers listed")
+	}
+	synced.Store(true)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := sourceInvalid(t, missing.String()); !ok || v != 1 {
+		t.Errorf("source_invalid{%s} = %v (present %v), want 1", missing, v, ok)
 	}
 }

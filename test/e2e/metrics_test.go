@@ -40,7 +40,9 @@ namespaceSelector:
 registries:
   - registry: quay.io
     secret: {namespace: %s, name: quay-regcred}
-`, metricsLabel, sourceNamespace)
+  - registry: never.example.com
+    secret: {namespace: %s, name: never-created-regcred}
+`, metricsLabel, sourceNamespace, sourceNamespace)
 
 var (
 	admissionsInjected = fmt.Sprintf("%s_admissions_total{outcome=%q}", metrics.Namespace, metrics.Injected)
@@ -121,6 +123,15 @@ func TestMetricsEndpoint(t *testing.T) {
 		now, ok := testenv.SampleValue(after, admissionsInjected)
 		if !ok || now < was+2 {
 			t.Errorf("%s went from %v to %v (found: %v), want it up by 2 at least: a dry run and a Pod injected", admissionsInjected, was, now, ok)
+		}
+
+		// A source that exists and holds a credential for its registry, and one that was never created,
+		// which no informer event announces.
+		for name, want := range map[string]float64{"quay-regcred": 0, "never-created-regcred": 1} {
+			series := fmt.Sprintf("%s_source_invalid{source=%q}", metrics.Namespace, sourceNamespace+"/"+name)
+			if got, ok := testenv.SampleValue(after, series); !ok || got != want {
+				t.Errorf("%s = %v (found: %v), want %v", series, got, ok, want)
+			}
 		}
 
 		expiry, ok := testenv.SampleValue(after, certificateExpiry)
