@@ -67,6 +67,10 @@ type Injector struct {
 	// creates coalesces concurrent creates of the same copy within this process: a Deployment scaled to 50
 	// in a new namespace sends 50 requests at once, and one Create is enough.
 	creates singleflight.Group
+	// namespaces and serviceAccounts remember live reads, so that Pods a tenant creates cannot turn into
+	// live reads one for one (see recent.go).
+	namespaces      namespaceReads
+	serviceAccounts serviceAccountReads
 }
 
 var _ admission.Handler = (*Injector)(nil)
@@ -253,6 +257,9 @@ func (h *Injector) namespaceLabels(ctx context.Context, matcher *config.Matcher,
 	default:
 		return cached, "", nil
 	}
+	if live, ok := h.namespaces.get(name); ok {
+		return live, "", nil // read live less than liveConfirmTTL ago
+	}
 	logf.FromContext(ctx).V(1).Info("Confirming namespace labels with a live read", "namespace", name, "reason", reason)
 	live, err := getNamespace(ctx, h.APIReader, name)
 	if err != nil {
@@ -262,6 +269,7 @@ func (h *Injector) namespaceLabels(ctx context.Context, matcher *config.Matcher,
 		return nil, fmt.Sprintf("pullsecret-injector: cannot read namespace %q, no pull secret added: %v", name, err),
 			fmt.Errorf("read namespace %q: %w", name, err)
 	}
+	h.namespaces.put(name, live)
 	return live, "", nil
 }
 
@@ -319,11 +327,15 @@ func (h *Injector) enforcingServiceAccount(ctx context.Context, namespace, name 
 	if err := h.Cache.Get(ctx, key, meta); err != nil || !enforcesMountableSecrets(meta) {
 		return nil
 	}
+	if sa := h.serviceAccounts.get(key.String(), meta.ResourceVersion); sa != nil {
+		return sa // unchanged since it was read live
+	}
 	sa := &corev1.ServiceAccount{}
 	if err := h.APIReader.Get(ctx, key, sa); err != nil {
 		logf.FromContext(ctx).Error(err, "Cannot read ServiceAccount that enforces mountable secrets", "serviceAccount", name)
 		return nil
 	}
+	h.serviceAccounts.put(key.String(), sa)
 	return sa
 }
 

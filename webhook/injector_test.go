@@ -749,3 +749,41 @@ func TestCredentialProblemIsWarnedOnEveryPodThatGetsTheSecret(t *testing.T) {
 		})
 	}
 }
+
+// Pods a tenant creates must not turn into live reads one for one: a namespace confirmed live answers for
+// liveConfirmTTL, and an enforcing ServiceAccount read live answers while the cache shows it unchanged.
+func TestLiveReadsAreRemembered(t *testing.T) {
+	t.Run("namespace without the label an entry's selector needs", func(t *testing.T) {
+		labelled := namespace("team", optIn)
+		f := newFixture(t, append(sources(), labelled), append(sources(), labelled))
+		now := time.Now()
+		f.injector.namespaces.now = func() time.Time { return now }
+		ecr := pod("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app")
+		for range 3 {
+			if resp := f.injector.Handle(context.Background(), podRequest(t, "team", ecr)); len(resp.Patches) != 0 {
+				t.Fatalf("patched a Pod the entry's selector leaves out: %v", resp.Patches)
+			}
+		}
+		if got := f.api.reads.Load(); got != 1 {
+			t.Errorf("3 Pods made %d live reads, want 1", got)
+		}
+		now = now.Add(liveConfirmTTL)
+		f.injector.Handle(context.Background(), podRequest(t, "team", ecr))
+		if got := f.api.reads.Load(); got != 2 {
+			t.Errorf("after liveConfirmTTL: %d live reads, want 2: the namespace is confirmed again", got)
+		}
+	})
+	t.Run("enforcing ServiceAccount", func(t *testing.T) {
+		sa := serviceAccount("default", true, "other")
+		f := newFixture(t, append(sources(), namespace("team", optIn), sa), append(sources(), sa))
+		for range 3 {
+			resp := f.injector.Handle(context.Background(), podRequest(t, "team", pod("quay.io/a/b")))
+			if !hasWarning(resp, `service account "default" enforces mountable secrets`) {
+				t.Fatalf("warnings %q, want the enforcing ServiceAccount's", resp.Warnings)
+			}
+		}
+		if got := f.api.reads.Load(); got != 1 {
+			t.Errorf("3 Pods of one unchanged ServiceAccount made %d live reads, want 1", got)
+		}
+	})
+}
