@@ -67,9 +67,11 @@ type Injector struct {
 	// creates coalesces concurrent creates of the same copy within this process: a Deployment scaled to 50
 	// in a new namespace sends 50 requests at once, and one Create is enough.
 	creates singleflight.Group
-	// namespaces and serviceAccounts remember live reads, so that Pods a tenant creates cannot turn into
-	// live reads one for one (see recent.go).
-	namespaces      namespaceReads
+	// namespaces, foreign and serviceAccounts remember live reads, so that Pods a tenant creates cannot
+	// turn into API calls one for one (see recent.go): a namespace's labels, a Secret of a copy's name that
+	// is not ours (by namespace/name, trimmed as the copies' cache trims), an enforcing ServiceAccount.
+	namespaces      recent[labels.Set]
+	foreign         recent[metav1.Object]
 	serviceAccounts serviceAccountReads
 }
 
@@ -429,10 +431,15 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 		logf.FromContext(ctx).V(1).Info("Copy cache read failed, falling back to the API server", "error", err.Error())
 	}
 	source, warning := h.source(ctx, e)
+	if theirs, ok := h.foreign.get(key.String()); ok {
+		// Someone else's Secret has the copy's name; a create would answer AlreadyExists again.
+		return join(warning, ownership(theirs, src, namespace, podNamed))
+	}
 	if dryRun {
 		// No write on a dry run, but the same answer as a real request, including the warning for a
 		// Secret this project does not own.
 		if err := h.APIReader.Get(ctx, key, existing); err == nil {
+			h.rememberForeign(key, existing)
 			return join(warning, ownership(existing, src, namespace, podNamed))
 		}
 		return warning
@@ -456,9 +463,27 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 			"the Pod references it and its pulls succeed once it exists", src, namespace))
 	}
 	if !created.managed {
+		h.rememberForeign(key, created.existing)
 		return join(warning, ownership(created.existing, src, namespace, podNamed))
 	}
 	return join(warning, created.warning)
+}
+
+// rememberForeign remembers, for liveConfirmTTL, that the Secret at key is not a copy of ours, keeping only
+// the metadata the ownership warning reads: a tenant's Secret can carry any amount of metadata.
+func (h *Injector) rememberForeign(key types.NamespacedName, existing metav1.Object) {
+	if managed.IsManaged(existing) {
+		return
+	}
+	m, ok := existing.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return
+	}
+	trimmed, err := managed.TrimCopyMetadata(m)
+	if err != nil {
+		return
+	}
+	h.foreign.put(key.String(), trimmed.(*metav1.PartialObjectMetadata))
 }
 
 // source returns the entry's source Secret when it can be copied, and otherwise nil and a warning. The

@@ -773,6 +773,26 @@ func TestLiveReadsAreRemembered(t *testing.T) {
 			t.Errorf("after liveConfirmTTL: %d live reads, want 2: the namespace is confirmed again", got)
 		}
 	})
+	t.Run("a Secret of the copy's name that someone else owns", func(t *testing.T) {
+		theirs := source("quay-regcred", corev1.SecretTypeDockerConfigJson)
+		theirs.Namespace = "team"
+		theirs.Annotations = map[string]string{"large": strings.Repeat("x", 4096)}
+		f := newFixture(t, append(sources(), namespace("team", optIn)), append(sources(), theirs))
+		for i := range 3 {
+			req := podRequest(t, "team", pod("quay.io/a/b"), func(r *admissionv1.AdmissionRequest) { r.DryRun = ptr.To(i == 2) })
+			resp := f.injector.Handle(context.Background(), req)
+			if !hasWarning(resp, `secret "quay-regcred" in namespace "team" is not managed`) {
+				t.Fatalf("Pod %d: warnings %q, want the ownership warning", i, resp.Warnings)
+			}
+		}
+		if got, creates := f.api.reads.Load(), len(f.writer.created); got != 1 || creates != 1 {
+			t.Errorf("3 Pods made %d live reads and %d creates, want 1 and 1", got, creates)
+		}
+		kept, _ := f.injector.foreign.get("team/quay-regcred")
+		if kept == nil || len(kept.GetAnnotations()) != 0 {
+			t.Errorf("remembered %v, want the Secret's name without its annotations", kept)
+		}
+	})
 	t.Run("enforcing ServiceAccount", func(t *testing.T) {
 		sa := serviceAccount("default", true, "other")
 		f := newFixture(t, append(sources(), namespace("team", optIn), sa), append(sources(), sa))

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 )
 
 const (
@@ -21,38 +20,39 @@ const (
 	maxRememberedPullSecrets = 64
 )
 
-// namespaceReads remembers the labels live reads returned, for liveConfirmTTL.
-type namespaceReads struct {
+// recent remembers the answers of live reads for liveConfirmTTL, keyed by name.
+type recent[V any] struct {
 	mu      sync.Mutex
 	now     func() time.Time
-	entries map[string]namespaceRead
+	entries map[string]recentRead[V]
 }
 
-type namespaceRead struct {
-	labels labels.Set // nil: the namespace did not exist
-	at     time.Time
+type recentRead[V any] struct {
+	value V
+	at    time.Time
 }
 
-func (r *namespaceReads) get(name string) (labels.Set, bool) {
+func (r *recent[V]) get(key string) (V, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.entries[name]
+	e, ok := r.entries[key]
 	if !ok || r.clock().Sub(e.at) >= liveConfirmTTL {
-		return nil, false
+		var zero V
+		return zero, false
 	}
-	return e.labels, true
+	return e.value, true
 }
 
-func (r *namespaceReads) put(name string, l labels.Set) {
+func (r *recent[V]) put(key string, v V) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.entries == nil || len(r.entries) >= maxRecentReads {
-		r.entries = map[string]namespaceRead{}
+		r.entries = map[string]recentRead[V]{}
 	}
-	r.entries[name] = namespaceRead{labels: l, at: r.clock()}
+	r.entries[key] = recentRead[V]{value: v, at: r.clock()}
 }
 
-func (r *namespaceReads) clock() time.Time {
+func (r *recent[V]) clock() time.Time {
 	if r.now != nil {
 		return r.now()
 	}
