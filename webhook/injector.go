@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -30,6 +31,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/ttl"
 )
 
 // Path is the URL path the Pod mutating webhook is served on.
@@ -70,9 +72,10 @@ type Injector struct {
 	// namespaces, foreign and serviceAccounts remember live reads, so that Pods a tenant creates cannot
 	// turn into API calls one for one (see recent.go): a namespace's labels, a Secret of a copy's name that
 	// is not ours (by namespace/name, trimmed as the copies' cache trims), an enforcing ServiceAccount.
-	namespaces      recent[labels.Set]
-	foreign         recent[metav1.Object]
+	namespaces      ttl.Cache[labels.Set]
+	foreign         ttl.Cache[metav1.Object]
 	serviceAccounts serviceAccountReads
+	memos           sync.Once
 }
 
 var _ admission.Handler = (*Injector)(nil)
@@ -94,6 +97,10 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 
 // handle answers the request and says what it did with the Pod; no outcome for what is not a Pod create.
 func (h *Injector) handle(ctx context.Context, req admission.Request) (admission.Response, metrics.Outcome) {
+	h.memos.Do(func() {
+		h.namespaces.TTL, h.namespaces.Max = liveConfirmTTL, maxRecentReads
+		h.foreign.TTL, h.foreign.Max = liveConfirmTTL, maxRecentReads
+	})
 	// The API server gives every request a UID; a review without one is not from an API server (an empty
 	// body, "{}" or "null" decode as such a review).
 	if req.UID == "" {
@@ -259,7 +266,7 @@ func (h *Injector) namespaceLabels(ctx context.Context, matcher *config.Matcher,
 	default:
 		return cached, "", nil
 	}
-	if live, ok := h.namespaces.get(name); ok {
+	if live, ok := h.namespaces.Get(name); ok {
 		return live, "", nil // read live less than liveConfirmTTL ago
 	}
 	logf.FromContext(ctx).V(1).Info("Confirming namespace labels with a live read", "namespace", name, "reason", reason)
@@ -271,7 +278,7 @@ func (h *Injector) namespaceLabels(ctx context.Context, matcher *config.Matcher,
 		return nil, fmt.Sprintf("pullsecret-injector: cannot read namespace %q, no pull secret added: %v", name, err),
 			fmt.Errorf("read namespace %q: %w", name, err)
 	}
-	h.namespaces.put(name, live)
+	h.namespaces.Put(name, live)
 	return live, "", nil
 }
 
@@ -431,7 +438,7 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 		logf.FromContext(ctx).V(1).Info("Copy cache read failed, falling back to the API server", "error", err.Error())
 	}
 	source, warning := h.source(ctx, e)
-	if theirs, ok := h.foreign.get(key.String()); ok {
+	if theirs, ok := h.foreign.Get(key.String()); ok {
 		// Someone else's Secret has the copy's name; a create would answer AlreadyExists again.
 		return join(warning, ownership(theirs, src, namespace, podNamed))
 	}
@@ -483,7 +490,7 @@ func (h *Injector) rememberForeign(key types.NamespacedName, existing metav1.Obj
 	if err != nil {
 		return
 	}
-	h.foreign.put(key.String(), trimmed.(*metav1.PartialObjectMetadata))
+	h.foreign.Put(key.String(), trimmed.(*metav1.PartialObjectMetadata))
 }
 
 // source returns the entry's source Secret when it can be copied, and otherwise nil and a warning. The

@@ -757,7 +757,7 @@ func TestLiveReadsAreRemembered(t *testing.T) {
 		labelled := namespace("team", optIn)
 		f := newFixture(t, append(sources(), labelled), append(sources(), labelled))
 		now := time.Now()
-		f.injector.namespaces.now = func() time.Time { return now }
+		f.injector.namespaces.Now = func() time.Time { return now }
 		ecr := pod("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app")
 		for range 3 {
 			if resp := f.injector.Handle(context.Background(), podRequest(t, "team", ecr)); len(resp.Patches) != 0 {
@@ -788,7 +788,7 @@ func TestLiveReadsAreRemembered(t *testing.T) {
 		if got, creates := f.api.reads.Load(), len(f.writer.created); got != 1 || creates != 1 {
 			t.Errorf("3 Pods made %d live reads and %d creates, want 1 and 1", got, creates)
 		}
-		kept, _ := f.injector.foreign.get("team/quay-regcred")
+		kept, _ := f.injector.foreign.Get("team/quay-regcred")
 		if kept == nil || len(kept.GetAnnotations()) != 0 {
 			t.Errorf("remembered %v, want the Secret's name without its annotations", kept)
 		}

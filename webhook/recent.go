@@ -20,45 +20,6 @@ const (
 	maxRememberedPullSecrets = 64
 )
 
-// recent remembers the answers of live reads for liveConfirmTTL, keyed by name.
-type recent[V any] struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	entries map[string]recentRead[V]
-}
-
-type recentRead[V any] struct {
-	value V
-	at    time.Time
-}
-
-func (r *recent[V]) get(key string) (V, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.entries[key]
-	if !ok || r.clock().Sub(e.at) >= liveConfirmTTL {
-		var zero V
-		return zero, false
-	}
-	return e.value, true
-}
-
-func (r *recent[V]) put(key string, v V) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.entries == nil || len(r.entries) >= maxRecentReads {
-		r.entries = map[string]recentRead[V]{}
-	}
-	r.entries[key] = recentRead[V]{value: v, at: r.clock()}
-}
-
-func (r *recent[V]) clock() time.Time {
-	if r.now != nil {
-		return r.now()
-	}
-	return time.Now()
-}
-
 // serviceAccountReads remembers, per ServiceAccount, the imagePullSecrets a live read returned and the
 // resourceVersion it returned them at. While the metadata cache shows that same resourceVersion, the
 // ServiceAccount has not changed and the remembered list is its list: no second read.

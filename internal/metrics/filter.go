@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -16,6 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/pullsecret-injector/pullsecret-injector/internal/ttl"
 )
 
 const (
@@ -53,7 +54,11 @@ func WithAuthenticationAndAuthorization(cfg *rest.Config, httpClient *http.Clien
 
 // NewReviewFilter returns the filter of WithAuthenticationAndAuthorization asking cs for the reviews.
 func NewReviewFilter(cs kubernetes.Interface) metricsserver.Filter {
-	f := &reviewFilter{reviews: cs, tokens: newTTLCache[tokenAnswer](), access: newTTLCache[bool]()}
+	f := &reviewFilter{
+		reviews: cs,
+		tokens:  &ttl.Cache[tokenAnswer]{TTL: reviewTTL, Max: maxCachedReviews},
+		access:  &ttl.Cache[bool]{TTL: reviewTTL, Max: maxCachedReviews},
+	}
 	return func(log logr.Logger, next http.Handler) (http.Handler, error) {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			f.serve(log, next, w, req)
@@ -63,8 +68,8 @@ func NewReviewFilter(cs kubernetes.Interface) metricsserver.Filter {
 
 type reviewFilter struct {
 	reviews kubernetes.Interface
-	tokens  *ttlCache[tokenAnswer]
-	access  *ttlCache[bool]
+	tokens  *ttl.Cache[tokenAnswer]
+	access  *ttl.Cache[bool]
 }
 
 type tokenAnswer struct {
@@ -110,7 +115,7 @@ func (f *reviewFilter) authenticate(ctx context.Context, token string) (tokenAns
 	// The cache keeps a hash of the token, never the token.
 	sum := sha256.Sum256([]byte(token))
 	key := string(sum[:])
-	if a, ok := f.tokens.get(key); ok {
+	if a, ok := f.tokens.Get(key); ok {
 		return a, nil
 	}
 	review, err := f.reviews.AuthenticationV1().TokenReviews().Create(ctx,
@@ -119,13 +124,13 @@ func (f *reviewFilter) authenticate(ctx context.Context, token string) (tokenAns
 		return tokenAnswer{}, fmt.Errorf("create token review: %w", err)
 	}
 	a := tokenAnswer{authenticated: review.Status.Authenticated, user: review.Status.User}
-	f.tokens.put(key, a)
+	f.tokens.Put(key, a)
 	return a, nil
 }
 
 func (f *reviewFilter) authorize(ctx context.Context, user authenticationv1.UserInfo, verb, path string) (bool, error) {
 	key := strings.Join([]string{user.Username, user.UID, strings.Join(user.Groups, ","), verb, path}, "\x00")
-	if allowed, ok := f.access.get(key); ok {
+	if allowed, ok := f.access.Get(key); ok {
 		return allowed, nil
 	}
 	extra := make(map[string]authorizationv1.ExtraValue, len(user.Extra))
@@ -141,42 +146,6 @@ func (f *reviewFilter) authorize(ctx context.Context, user authenticationv1.User
 	if err != nil {
 		return false, fmt.Errorf("create subject access review: %w", err)
 	}
-	f.access.put(key, review.Status.Allowed)
+	f.access.Put(key, review.Status.Allowed)
 	return review.Status.Allowed, nil
-}
-
-// ttlCache is a bounded map whose entries expire after reviewTTL; it is emptied when full.
-type ttlCache[V any] struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	entries map[string]ttlEntry[V]
-}
-
-type ttlEntry[V any] struct {
-	value   V
-	expires time.Time
-}
-
-func newTTLCache[V any]() *ttlCache[V] {
-	return &ttlCache[V]{now: time.Now, entries: map[string]ttlEntry[V]{}}
-}
-
-func (c *ttlCache[V]) get(key string) (V, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[key]
-	if !ok || c.now().After(e.expires) {
-		var zero V
-		return zero, false
-	}
-	return e.value, true
-}
-
-func (c *ttlCache[V]) put(key string, v V) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= maxCachedReviews {
-		clear(c.entries)
-	}
-	c.entries[key] = ttlEntry[V]{value: v, expires: c.now().Add(reviewTTL)}
 }

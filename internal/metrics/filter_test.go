@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -73,29 +72,5 @@ func TestReviewFilter(t *testing.T) {
 	}
 	if reviews["token"] != before["token"] || reviews["access"] != before["access"] {
 		t.Errorf("repeated scrapes made %d token and %d access reviews, want none", reviews["token"]-before["token"], reviews["access"]-before["access"])
-	}
-}
-
-func TestTTLCacheIsBounded(t *testing.T) {
-	c := newTTLCache[bool]()
-	for i := range 3 * maxCachedReviews {
-		c.put(string(rune(i)), true)
-		if len(c.entries) > maxCachedReviews {
-			t.Fatalf("%d entries, bound %d", len(c.entries), maxCachedReviews)
-		}
-	}
-}
-
-func TestTTLCacheExpires(t *testing.T) {
-	c := newTTLCache[bool]()
-	now := time.Now()
-	c.now = func() time.Time { return now }
-	c.put("k", true)
-	if _, ok := c.get("k"); !ok {
-		t.Fatal("fresh entry not found")
-	}
-	now = now.Add(reviewTTL + time.Second)
-	if _, ok := c.get("k"); ok {
-		t.Error("entry older than reviewTTL still answered")
 	}
 }
