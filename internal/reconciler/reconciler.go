@@ -399,6 +399,18 @@ func (r *Reconciler) podUsing(ctx context.Context, key types.NamespacedName) (st
 	if ok && now.Sub(use.listed) < r.podUseTTL() {
 		return use.users[key.Name], nil
 	}
+	// Only the names of copies in the namespace are kept: the Pods' other references are theirs to choose,
+	// as many as they like.
+	copies := &metav1.PartialObjectMetadataList{}
+	copies.SetGroupVersionKind(managed.SecretGVK.GroupVersion().WithKind("SecretList"))
+	if err := r.Cache.List(ctx, copies, client.InNamespace(key.Namespace)); err != nil {
+		return "", fmt.Errorf("list cached copies in namespace %q: %w", key.Namespace, err)
+	}
+	names := make(map[string]bool, len(copies.Items)+1)
+	names[key.Name] = true
+	for i := range copies.Items {
+		names[copies.Items[i].Name] = true
+	}
 	users := map[string]string{}
 	opts := []client.ListOption{client.InNamespace(key.Namespace), client.Limit(podListPage)}
 	for {
@@ -412,7 +424,9 @@ func (r *Reconciler) podUsing(ctx context.Context, key types.NamespacedName) (st
 				continue
 			}
 			for _, ref := range p.Spec.ImagePullSecrets {
-				users[ref.Name] = p.Name
+				if names[ref.Name] {
+					users[ref.Name] = p.Name
+				}
 			}
 		}
 		if pods.Continue == "" {
