@@ -223,13 +223,22 @@ func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, ext
 		"--health-probe-bind-address", w.ProbeAddr,
 		"--zap-log-level", "debug",
 	}, extraArgs...)
+	if err := w.start(binary, args, logFile); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// start runs binary with args, its output going to logFile, which it closes once the process has exited
+// (or at once when it does not start); done is closed when the process exits.
+func (w *Webhook) start(binary string, args []string, logFile *os.File) error {
 	w.cmd = exec.Command(binary, args...)
 	w.cmd.Stdout, w.cmd.Stderr = logFile, logFile
 	// Its own process group, so that nothing it starts outlives the test.
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := w.cmd.Start(); err != nil {
 		_ = logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", binary, err)
+		return fmt.Errorf("start %s: %w", binary, err)
 	}
 	go func() {
 		err := w.cmd.Wait()
@@ -239,7 +248,7 @@ func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, ext
 		w.mu.Unlock()
 		close(w.done)
 	}()
-	return w, nil
+	return nil
 }
 
 // UpdateConfig replaces the webhook's configuration the way the kubelet updates a ConfigMap volume.
