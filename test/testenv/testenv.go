@@ -324,20 +324,29 @@ func (w *Webhook) Log() string {
 
 // Stop sends SIGTERM, waits for a graceful exit, and kills the process group after 15 seconds.
 func (w *Webhook) Stop() error {
-	select {
-	case <-w.done:
-		return nil
-	default:
-	}
-	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(15 * time.Second):
+	if !signalGroup(w.cmd.Process.Pid, w.done, syscall.SIGTERM, 15*time.Second) {
 		_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
 		<-w.done
 		return fmt.Errorf("pullsecret-injector did not stop on SIGTERM within 15s")
 	}
 	return nil
+}
+
+// signalGroup sends sig to the process group pid leads, unless done is already closed, and reports whether
+// done closed within grace.
+func signalGroup(pid int, done <-chan struct{}, sig syscall.Signal, grace time.Duration) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	_ = syscall.Kill(-pid, sig)
+	select {
+	case <-done:
+		return true
+	case <-time.After(grace):
+		return false
+	}
 }
 
 // FreePorts returns n distinct free TCP ports on 127.0.0.1.
