@@ -86,7 +86,10 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "stop control plane:", err)
 		}
 	}()
-	admin, _ = newClient()
+	if admin, err = newClient(); err != nil {
+		fmt.Fprintln(os.Stderr, "admin client:", err)
+		return 1
+	}
 
 	if err := createSources(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
