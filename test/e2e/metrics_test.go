@@ -182,8 +182,12 @@ func scraperTokens(ctx context.Context, t *testing.T) (reader, other string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = rbac.ClusterRoleBindings().Delete(context.Background(), metricsReader, metav1.DeleteOptions{})
-		_ = rbac.ClusterRoles().Delete(context.Background(), metricsReader, metav1.DeleteOptions{})
+		if err := rbac.ClusterRoleBindings().Delete(context.Background(), metricsReader, metav1.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
+		if err := rbac.ClusterRoles().Delete(context.Background(), metricsReader, metav1.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
 	})
 	var err error
 	if reader, err = testenv.ServiceAccountToken(ctx, admin, metricsNamespace, "reader"); err != nil {
