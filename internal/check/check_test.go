@@ -19,6 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 const testConfig = `
@@ -42,15 +43,7 @@ sources: not checked (no --kubeconfig)
 
 func matcher(t *testing.T) *config.Matcher {
 	t.Helper()
-	c, err := config.Parse([]byte(testConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := config.NewMatcher(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return testenv.Matcher(t, testConfig)
 }
 
 func TestRunWithoutCluster(t *testing.T) {

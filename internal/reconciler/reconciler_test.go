@@ -21,6 +21,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 const testConfig = `
@@ -120,14 +121,7 @@ type fixture struct {
 // client over the same objects, so API reads and cache reads are told apart).
 func newFixture(t *testing.T, src *corev1.Secret, objs ...client.Object) *fixture {
 	t.Helper()
-	m, err := config.Parse([]byte(testConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	matcher, err := config.NewMatcher(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	matcher := testenv.Matcher(t, testConfig)
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)

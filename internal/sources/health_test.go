@@ -18,25 +18,18 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	psievents "github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 func healthStore(t *testing.T) *config.Store {
 	t.Helper()
-	cfg, err := config.Parse([]byte(`
+	return config.NewStaticStore(testenv.Matcher(t, `
 registries:
   - registry: registry.example.com
     secret: {namespace: psi, name: regcred}
   - registry: quay.io
     secret: {namespace: psi, name: quay}
 `))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := config.NewMatcher(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return config.NewStaticStore(m)
 }
 
 // credential is a source Secret whose one auths key is registry. Its auth is base64 of "u:p".

@@ -77,7 +77,9 @@ func createCheckSources(t *testing.T) {
 			t.Fatalf("create source secret %q: %v", s.Name, err)
 		}
 		t.Cleanup(func() {
-			_ = admin.CoreV1().Secrets(sourceNamespace).Delete(context.Background(), s.Name, metav1.DeleteOptions{})
+			if err := admin.CoreV1().Secrets(sourceNamespace).Delete(context.Background(), s.Name, metav1.DeleteOptions{}); err != nil {
+				t.Error(err)
+			}
 		})
 	}
 }

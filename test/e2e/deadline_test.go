@@ -54,12 +54,7 @@ func TestSlowAPIServerNeverCostsAPod(t *testing.T) {
 		&metav1.LabelSelector{MatchLabels: map[string]string{scope: "true"}})
 	const timeoutSeconds = 5
 	mwc.Webhooks[0].TimeoutSeconds = ptr.To[int32](timeoutSeconds)
-	if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, mwc.Name, metav1.DeleteOptions{})
-	})
+	registerWebhook(t, admin, mwc)
 	probe := newNamespace(t, "slow-probe", map[string]string{scope: "true"})
 	labelNamespace(t, admin, probe, optIn())
 	if err := testenv.WaitForMutation(ctx, admin, probe, "slow.example.com/org/app", "slow-regcred"); err != nil {

@@ -47,12 +47,7 @@ func TestCacheLagNeverCostsASecret(t *testing.T) {
 	const scope = "e2e-cache-lag"
 	mwc := cp.MutatingWebhookConfiguration("pullsecret-injector-e2e-lag", w.Port,
 		&metav1.LabelSelector{MatchLabels: map[string]string{scope: "true"}})
-	if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, mwc.Name, metav1.DeleteOptions{})
-	})
+	registerWebhook(t, admin, mwc)
 
 	// The source appears only now, so the webhook's cache of it lags too.
 	if _, err := admin.CoreV1().Secrets(sourceNamespace).Create(ctx, pullSecret("lag-regcred", "lag.example.com"), metav1.CreateOptions{}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"testing"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -85,7 +86,10 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "stop control plane:", err)
 		}
 	}()
-	admin, _ = newClient()
+	if admin, err = newClient(); err != nil {
+		fmt.Fprintln(os.Stderr, "admin client:", err)
+		return 1
+	}
 
 	if err := createSources(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -244,4 +248,18 @@ func ownControlPlane(t *testing.T, opts ...testenv.ControlPlaneOption) (*testenv
 		t.Fatal(err)
 	}
 	return plane, cs
+}
+
+// registerWebhook creates mwc through cs and deletes it when the test ends, so that no Pod of a later test
+// is sent to a webhook that has stopped.
+func registerWebhook(t *testing.T, cs kubernetes.Interface, mwc *admissionregistrationv1.MutatingWebhookConfiguration) {
+	t.Helper()
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(context.Background(), mwc, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("register webhook %q: %v", mwc.Name, err)
+	}
+	t.Cleanup(func() {
+		if err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), mwc.Name, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("unregister webhook %q: %v", mwc.Name, err)
+		}
+	})
 }

@@ -99,14 +99,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		mwc := cp.MutatingWebhookConfiguration(webhookName+"-metrics", secure.Port, &metav1.LabelSelector{
 			MatchLabels: map[string]string{metricsLabel: "enabled"},
 		})
-		if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), mwc.Name, metav1.DeleteOptions{}); err != nil {
-				t.Error(err)
-			}
-		})
+		registerWebhook(t, admin, mwc)
 		// A dry run counts too: it waits until the API server calls the process, then one real Pod.
 		if err := testenv.WaitForMutation(ctx, admin, metricsNamespace, "quay.io/team/app", "quay-regcred"); err != nil {
 			t.Fatal(err)
@@ -189,8 +182,12 @@ func scraperTokens(ctx context.Context, t *testing.T) (reader, other string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = rbac.ClusterRoleBindings().Delete(context.Background(), metricsReader, metav1.DeleteOptions{})
-		_ = rbac.ClusterRoles().Delete(context.Background(), metricsReader, metav1.DeleteOptions{})
+		if err := rbac.ClusterRoleBindings().Delete(context.Background(), metricsReader, metav1.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
+		if err := rbac.ClusterRoles().Delete(context.Background(), metricsReader, metav1.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
 	})
 	var err error
 	if reader, err = testenv.ServiceAccountToken(ctx, admin, metricsNamespace, "reader"); err != nil {

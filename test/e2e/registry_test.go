@@ -105,9 +105,7 @@ func TestPullThroughRealRegistry(t *testing.T) {
 			Values: []string{metav1.NamespaceSystem, sourceNamespace},
 		}},
 	})
-	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	registerWebhook(t, cs, mwc)
 	optedIn, notOptedIn := "registry-opted-in", "registry-not-opted-in"
 	mkNamespace(optedIn, optIn())
 	mkNamespace(notOptedIn, nil)

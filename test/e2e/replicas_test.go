@@ -62,9 +62,7 @@ func TestTwoReplicas(t *testing.T) {
 		// Each replica gets the namespaces labelled for it, so both are shown to answer.
 		mwc := plane.MutatingWebhookConfiguration(fmt.Sprintf("pair-%d", i), w.Port,
 			&metav1.LabelSelector{MatchLabels: map[string]string{"replica": fmt.Sprint(i)}})
-		if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		registerWebhook(t, cs, mwc)
 	}
 
 	var namespaces []string

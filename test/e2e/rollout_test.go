@@ -63,12 +63,7 @@ func TestRolloutRefusesNoPod(t *testing.T) {
 	const scope = "e2e-rollout"
 	mwc := cp.MutatingWebhookConfiguration("pullsecret-injector-e2e-rollout", lb.Port,
 		&metav1.LabelSelector{MatchLabels: map[string]string{scope: "true"}})
-	if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, mwc.Name, metav1.DeleteOptions{})
-	})
+	registerWebhook(t, admin, mwc)
 	ns := newNamespace(t, "rollout", merge(optIn(), map[string]string{scope: "true"}))
 	if err := testenv.WaitForMutation(ctx, admin, ns, "rollout.example.com/app", "rollout-regcred"); err != nil {
 		t.Fatal(err)

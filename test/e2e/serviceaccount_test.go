@@ -56,9 +56,7 @@ func TestEnforceMountableSecrets(t *testing.T) {
 		}
 		stopAfterTest(t, w)
 		mwc := plane.MutatingWebhookConfiguration("sa-"+mode, w.Port, &metav1.LabelSelector{MatchLabels: map[string]string{"mode": mode}})
-		if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		registerWebhook(t, cs, mwc)
 	}
 	podAs := func(name, sa string, refs ...string) *corev1.Pod {
 		p := podWith(name, "sa.example.com/team/app:1")

@@ -9,13 +9,11 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -117,21 +115,9 @@ func (cp *ControlPlane) StartProgram(binary string, port int, probeAddr string, 
 		return nil, fmt.Errorf("create log file: %w", err)
 	}
 	w := &Webhook{Port: port, ProbeAddr: probeAddr, LogPath: logFile.Name(), done: make(chan struct{})}
-	w.cmd = exec.Command(binary, args...)
-	w.cmd.Stdout, w.cmd.Stderr = logFile, logFile
-	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := w.cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", binary, err)
+	if err := w.start(binary, args, logFile); err != nil {
+		return nil, err
 	}
-	go func() {
-		err := w.cmd.Wait()
-		_ = logFile.Close()
-		w.mu.Lock()
-		w.err = err
-		w.mu.Unlock()
-		close(w.done)
-	}()
 	return w, nil
 }
 

@@ -193,17 +193,9 @@ func (r *Registry) Log() string {
 
 // Stop kills the registry's process group and waits for it. Its files stay in the directory it was given.
 func (r *Registry) Stop() error {
-	select {
-	case <-r.done:
-		return nil
-	default:
-	}
 	// Nothing of the registry is worth a graceful stop: the test that ran it is over.
-	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-r.done:
-		return nil
-	case <-time.After(15 * time.Second):
+	if !signalGroup(r.cmd.Process.Pid, r.done, syscall.SIGKILL, 15*time.Second) {
 		return errors.New("registry did not exit within 15s of SIGKILL")
 	}
+	return nil
 }

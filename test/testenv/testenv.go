@@ -223,13 +223,22 @@ func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, ext
 		"--health-probe-bind-address", w.ProbeAddr,
 		"--zap-log-level", "debug",
 	}, extraArgs...)
+	if err := w.start(binary, args, logFile); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// start runs binary with args, its output going to logFile, which it closes once the process has exited
+// (or at once when it does not start); done is closed when the process exits.
+func (w *Webhook) start(binary string, args []string, logFile *os.File) error {
 	w.cmd = exec.Command(binary, args...)
 	w.cmd.Stdout, w.cmd.Stderr = logFile, logFile
 	// Its own process group, so that nothing it starts outlives the test.
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := w.cmd.Start(); err != nil {
 		_ = logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", binary, err)
+		return fmt.Errorf("start %s: %w", binary, err)
 	}
 	go func() {
 		err := w.cmd.Wait()
@@ -239,7 +248,7 @@ func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, ext
 		w.mu.Unlock()
 		close(w.done)
 	}()
-	return w, nil
+	return nil
 }
 
 // UpdateConfig replaces the webhook's configuration the way the kubelet updates a ConfigMap volume.
@@ -315,20 +324,29 @@ func (w *Webhook) Log() string {
 
 // Stop sends SIGTERM, waits for a graceful exit, and kills the process group after 15 seconds.
 func (w *Webhook) Stop() error {
-	select {
-	case <-w.done:
-		return nil
-	default:
-	}
-	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(15 * time.Second):
+	if !signalGroup(w.cmd.Process.Pid, w.done, syscall.SIGTERM, 15*time.Second) {
 		_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
 		<-w.done
 		return fmt.Errorf("pullsecret-injector did not stop on SIGTERM within 15s")
 	}
 	return nil
+}
+
+// signalGroup sends sig to the process group pid leads, unless done is already closed, and reports whether
+// done closed within grace.
+func signalGroup(pid int, done <-chan struct{}, sig syscall.Signal, grace time.Duration) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	_ = syscall.Kill(-pid, sig)
+	select {
+	case <-done:
+		return true
+	case <-time.After(grace):
+		return false
+	}
 }
 
 // FreePorts returns n distinct free TCP ports on 127.0.0.1.
