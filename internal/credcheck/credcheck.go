@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -244,32 +243,8 @@ func parseKey(name string, raw json.RawMessage) (authKey, Reason, string) {
 	}
 	k.hasCredential = username != "" || password != ""
 	k.tokenOnly = !k.hasCredential && (len(e.IdentityToken) > 0 || len(e.RegistryToken) > 0)
-	k.pattern, k.parseErr = parseKeyPattern(name)
+	k.pattern, k.parseErr = config.ParseCredentialKey(name)
 	return k, "", ""
-}
-
-// parseKeyPattern parses an auths key as the kubelet's BasicDockerKeyring.Add stores it: scheme, user
-// information, query and fragment dropped, a leading /v1/ or /v2/ cut. config.ParsePattern refuses those
-// parts in a configuration, where they would mislead the operator, but in a Secret the kubelet silently
-// uses the rest of the key, and so must this check.
-func parseKeyPattern(name string) (config.Pattern, error) {
-	value := name
-	if !strings.HasPrefix(value, "https://") && !strings.HasPrefix(value, "http://") {
-		value = "https://" + value
-	}
-	u, err := url.Parse(value)
-	if err != nil {
-		return config.Pattern{}, errors.New("the kubelet cannot parse it as a URL")
-	}
-	p := u.Path
-	if strings.HasPrefix(p, "/v2/") || strings.HasPrefix(p, "/v1/") {
-		p = p[3:]
-	}
-	key := u.Host
-	if p != "" && p != "/" {
-		key += p
-	}
-	return config.ParsePattern(key)
 }
 
 // decodeAuth is the kubelet's decodeDockerConfigFieldAuth. Its errors never contain the value.

@@ -53,6 +53,8 @@ func TestCheck(t *testing.T) {
 			patterns: []string{"registry.example.com:5000/team-a"}, want: ReasonOK},
 		{name: "scheme and /v1/ on the key are ignored as by the kubelet", data: dockerConfig(entry("https://registry.example.com/v1/")),
 			patterns: []string{"registry.example.com/team"}, want: ReasonOK},
+		{name: "only one leading /v2/ or /v1/ is cut, as by the kubelet", data: dockerConfig(entry("https://registry.example.com/v2/v1/team")),
+			patterns: []string{"registry.example.com/team"}, want: ReasonNoMatchingKey, wantInMessage: []string{`"https://registry.example.com/v2/v1/team"`}},
 		{name: "a key with the same path serves the entry", data: dockerConfig(entry("registry.example.com/team")),
 			patterns: []string{"registry.example.com/team"}, want: ReasonOK},
 		{name: "a key with a longer path serves part of the entry", data: dockerConfig(entry("registry.example.com/team/app")),
