@@ -62,6 +62,9 @@ const maxKeysShown = 10
 // maxKeyLen bounds how much of one auths key a message quotes.
 const maxKeyLen = 100
 
+// maxWhyLen bounds why a listed key is never used: that text can quote the key's host or path too.
+const maxWhyLen = 300
+
 // Result is the outcome of Check.
 type Result struct {
 	// OK is true when the kubelet would get a non-empty credential from the Secret for the entries' images
@@ -326,7 +329,7 @@ func listKeys(keys []authKey) string {
 		}
 		s := quoteKey(k.name)
 		if k.parseErr != nil {
-			s += " (never used: " + k.parseErr.Error() + ")"
+			s += " (never used: " + truncateTo(k.parseErr.Error(), maxWhyLen) + ")"
 		}
 		parts = append(parts, s)
 	}
@@ -338,8 +341,12 @@ func quoteKey(name string) string {
 }
 
 func truncate(s string) string {
-	if len(s) > maxKeyLen {
-		return s[:maxKeyLen] + "..."
+	return truncateTo(s, maxKeyLen)
+}
+
+func truncateTo(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
 	}
 	return s
 }

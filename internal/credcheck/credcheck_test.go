@@ -186,6 +186,19 @@ func TestCheckKeysAreSortedAndBounded(t *testing.T) {
 	if len(got.Message) > 2000 {
 		t.Errorf("message is %d bytes long, want it bounded", len(got.Message))
 	}
+
+	// Why a key is never used quotes its path, which must not make the message unbounded either.
+	auths = auths[:0]
+	for i := range 10 {
+		auths = append(auths, `"r.example.com/`+string(rune('a'+i))+strings.Repeat("X", 10000)+`":{}`)
+	}
+	got = Check(corev1.SecretTypeDockerConfigJson, dockerConfig(strings.Join(auths, ",")), patterns(t, "quay.io"))
+	if got.Reason != ReasonNoMatchingKey || !strings.Contains(got.Message, "never used: path") {
+		t.Errorf("got %q %q, want no_matching_key saying why the keys are never used", got.Reason, got.Message)
+	}
+	if len(got.Message) > 5000 {
+		t.Errorf("message is %d bytes long, want it bounded", len(got.Message))
+	}
 }
 
 func TestPatternsFor(t *testing.T) {
