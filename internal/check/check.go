@@ -259,20 +259,29 @@ func (r *runner) printHeader() {
 // image reports one image and says whether it gets at least one usable Secret.
 func (r *runner) image(ctx context.Context, image string) bool {
 	r.out.printf("\n%s\n", image)
-	repository, err := config.NormalizeImage(image)
+	// The webhook's own answer (MatchImage) decides which entries match; Explain only says why in words.
+	matches, err := r.Matcher.MatchImage(image)
+	var repository string
+	if err == nil {
+		repository, err = config.NormalizeImage(image)
+	}
 	if err != nil {
 		r.out.printf("  not a valid image reference: %v\n", err)
 		r.out.println("  result: gets nothing (the webhook skips an invalid image; the kubelet cannot pull it)")
 		return false
 	}
 	r.out.printf("  repository %s\n", repository)
+	matchesIndex := map[int]bool{}
+	for _, e := range matches {
+		matchesIndex[e.Index] = true
+	}
 
 	var referenced, usable []string
 	notUsable, unchecked := map[string]bool{}, map[string]bool{}
 	anyMatch := false
 	for _, e := range r.Matcher.Entries() {
-		matched, why := e.Pattern.Explain(repository)
-		if !matched {
+		_, why := e.Pattern.Explain(repository)
+		if !matchesIndex[e.Index] {
 			if r.Verbose {
 				r.out.printf("  registries[%d] %s does not match: %s\n", e.Index, e.Registry.Registry, why)
 			}
