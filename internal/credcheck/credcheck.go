@@ -321,17 +321,29 @@ func listKeys(keys []authKey) string {
 	if len(keys) == 0 {
 		return "none (auths is empty)"
 	}
-	parts := make([]string, 0, min(len(keys), maxKeysShown)+1)
-	for i, k := range keys {
-		if i == maxKeysShown {
-			parts = append(parts, fmt.Sprintf("and %d more", len(keys)-maxKeysShown))
-			break
+	return quoteList(len(keys), func(i int) string {
+		s := quoteKey(keys[i].name)
+		if keys[i].parseErr != nil {
+			s += " (never used: " + truncateTo(keys[i].parseErr.Error(), maxWhyLen) + ")"
 		}
-		s := quoteKey(k.name)
-		if k.parseErr != nil {
-			s += " (never used: " + truncateTo(k.parseErr.Error(), maxWhyLen) + ")"
-		}
-		parts = append(parts, s)
+		return s
+	})
+}
+
+// QuoteKeys lists auths keys, such as Result.Keys, for a message or a report: quoted, bounded in number and
+// length as Check's messages are.
+func QuoteKeys(names []string) string {
+	return quoteList(len(names), func(i int) string { return quoteKey(names[i]) })
+}
+
+// quoteList joins the first maxKeysShown of n items and says how many more there are.
+func quoteList(n int, item func(i int) string) string {
+	parts := make([]string, 0, min(n, maxKeysShown)+1)
+	for i := range min(n, maxKeysShown) {
+		parts = append(parts, item(i))
+	}
+	if n > maxKeysShown {
+		parts = append(parts, fmt.Sprintf("and %d more", n-maxKeysShown))
 	}
 	return strings.Join(parts, ", ")
 }

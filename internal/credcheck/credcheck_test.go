@@ -292,3 +292,18 @@ func TestRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestQuoteKeys(t *testing.T) {
+	names := []string{strings.Repeat("a", 150) + ".example.com"}
+	for i := range 11 {
+		names = append(names, string(rune('b'+i))+".example.com")
+	}
+	want := `"` + strings.Repeat("a", 100) + `...", "b.example.com", "c.example.com", "d.example.com", "e.example.com", ` +
+		`"f.example.com", "g.example.com", "h.example.com", "i.example.com", "j.example.com", and 2 more`
+	if diff := cmp.Diff(want, QuoteKeys(names)); diff != "" {
+		t.Errorf("QuoteKeys (-want +got):\n%s", diff)
+	}
+	if got := QuoteKeys(names[1:3]); got != `"b.example.com", "c.example.com"` {
+		t.Errorf("QuoteKeys of two keys = %s", got)
+	}
+}
