@@ -51,3 +51,31 @@ func FuzzCovers(f *testing.F) {
 		}
 	})
 }
+
+// FuzzExplain holds Explain's answer, a second walk through the kubelet's rules kept for its wording, to
+// Matches, which the webhook uses.
+func FuzzExplain(f *testing.F) {
+	for _, s := range [][2]string{
+		{"registry.example.com:5000/team-a", "registry.example.com:5000/team-ab/api"},
+		{"*.example.com", "a.b.example.com/x"},
+		{"index.docker.io", "localhost/x"},
+		{"a[bc].example.com", "ab.example.com/x"},
+		{"[::1]:5000/x", "[::1]:5000/x/y"},
+		{"quay.io/team", "quay.io/team"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, patternStr, image string) {
+		p, err := ParsePattern(patternStr)
+		if err != nil {
+			return
+		}
+		repository, err := NormalizeImage(image)
+		if err != nil {
+			return
+		}
+		if got, why := p.Explain(repository); got != p.Matches(repository) {
+			t.Fatalf("pattern %q, repository %q: Explain says %v (%s), Matches says %v", patternStr, repository, got, why, !got)
+		}
+	})
+}

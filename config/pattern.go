@@ -96,6 +96,32 @@ func ParsePattern(s string) (Pattern, error) {
 		return Pattern{}, errors.New("registry must have a host")
 	}
 
+	return patternFromURL(parsed)
+}
+
+// ParseCredentialKey parses s, an auths key of a pull secret, the way the kubelet's
+// BasicDockerKeyring.Add stores it: scheme, user information, query and fragment dropped, a leading /v1/ or
+// /v2/ cut once. Unlike ParsePattern it accepts those parts, because in a Secret the kubelet silently uses
+// the rest of the key; it still rejects a key the kubelet skips or that never matches a normalised
+// repository.
+func ParseCredentialKey(s string) (Pattern, error) {
+	if !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "http://") {
+		s = "https://" + s
+	}
+	parsed, err := url.Parse(s)
+	if err != nil {
+		// url.Parse errors quote the input; the key is named by the caller.
+		return Pattern{}, errors.New("the kubelet cannot parse it as a URL")
+	}
+	if parsed.Host == "" {
+		return Pattern{}, errors.New("registry must have a host")
+	}
+	return patternFromURL(parsed)
+}
+
+// patternFromURL builds the Pattern of parsed, a key with a scheme and a host, as BasicDockerKeyring.Add
+// stores it and URLsMatchStr re-parses it at match time.
+func patternFromURL(parsed *url.URL) (Pattern, error) {
 	effectivePath := parsed.Path
 	if strings.HasPrefix(effectivePath, "/v2/") || strings.HasPrefix(effectivePath, "/v1/") {
 		effectivePath = effectivePath[3:]

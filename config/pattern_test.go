@@ -272,3 +272,32 @@ func TestNormalizeImage(t *testing.T) {
 		})
 	}
 }
+
+func TestParseCredentialKey(t *testing.T) {
+	tests := []struct {
+		name, key string
+		// want is the stored key, empty when the key is refused.
+		want string
+	}{
+		{name: "scheme and /v1/ are dropped", key: "https://index.docker.io/v1/", want: "index.docker.io"},
+		{name: "only one leading /v2/ or /v1/ is cut", key: "https://r.example.com/v2/v1/team", want: "r.example.com/v1/team"},
+		{name: "user information is dropped, not refused", key: "https://robot@r.example.com/team", want: "r.example.com/team"},
+		{name: "a query and a fragment are dropped, not refused", key: "r.example.com/team?x=1#y", want: "r.example.com/team"},
+		{name: "a key without a host is refused", key: "https:///team"},
+		{name: "a key that never matches is refused", key: "r.example.com/Team"},
+		{name: "a key the kubelet cannot parse is refused", key: "r.example.com:port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ParseCredentialKey(tt.key)
+			switch {
+			case tt.want == "" && err == nil:
+				t.Errorf("ParseCredentialKey(%q) = %q, want an error", tt.key, p.String())
+			case tt.want != "" && err != nil:
+				t.Errorf("ParseCredentialKey(%q): %v", tt.key, err)
+			case p.String() != tt.want:
+				t.Errorf("ParseCredentialKey(%q) = %q, want %q", tt.key, p.String(), tt.want)
+			}
+		})
+	}
+}

@@ -259,20 +259,29 @@ func (r *runner) printHeader() {
 // image reports one image and says whether it gets at least one usable Secret.
 func (r *runner) image(ctx context.Context, image string) bool {
 	r.out.printf("\n%s\n", image)
-	repository, err := config.NormalizeImage(image)
+	// The webhook's own answer (MatchImage) decides which entries match; Explain only says why in words.
+	matches, err := r.Matcher.MatchImage(image)
+	var repository string
+	if err == nil {
+		repository, err = config.NormalizeImage(image)
+	}
 	if err != nil {
 		r.out.printf("  not a valid image reference: %v\n", err)
 		r.out.println("  result: gets nothing (the webhook skips an invalid image; the kubelet cannot pull it)")
 		return false
 	}
 	r.out.printf("  repository %s\n", repository)
+	matchesIndex := map[int]bool{}
+	for _, e := range matches {
+		matchesIndex[e.Index] = true
+	}
 
 	var referenced, usable []string
 	notUsable, unchecked := map[string]bool{}, map[string]bool{}
 	anyMatch := false
 	for _, e := range r.Matcher.Entries() {
-		matched, why := e.Pattern.Explain(repository)
-		if !matched {
+		_, why := e.Pattern.Explain(repository)
+		if !matchesIndex[e.Index] {
 			if r.Verbose {
 				r.out.printf("  registries[%d] %s does not match: %s\n", e.Index, e.Registry.Registry, why)
 			}
@@ -378,7 +387,7 @@ func (r *runner) checkSource(ctx context.Context, e *config.Entry, repository st
 	if res.Message != "" {
 		line += ": " + res.Message
 	} else if len(res.Keys) > 0 {
-		line += " (auths keys " + quoteBounded(res.Keys) + ")"
+		line += " (auths keys " + credcheck.QuoteKeys(res.Keys) + ")"
 	}
 	lines = append(lines, line)
 	if res.Refused() {
@@ -389,9 +398,9 @@ func (r *runner) checkSource(ctx context.Context, e *config.Entry, repository st
 	case len(offered) == 0:
 		lines = append(lines, "kubelet offers none of its auths keys for this image")
 	case !credential:
-		lines = append(lines, "kubelet offers auths keys "+quoteBounded(offered)+" for this image, without a username or password")
+		lines = append(lines, "kubelet offers auths keys "+credcheck.QuoteKeys(offered)+" for this image, without a username or password")
 	default:
-		lines = append(lines, "kubelet offers auths keys "+quoteBounded(offered)+" for this image")
+		lines = append(lines, "kubelet offers auths keys "+credcheck.QuoteKeys(offered)+" for this image")
 	}
 	return lines, credential, false
 }
@@ -413,27 +422,6 @@ func (r *runner) source(ctx context.Context, ref config.SecretRef) source {
 	}
 	r.sources[ref] = s
 	return s
-}
-
-// maxKeysShown and maxKeyLen bound the auths keys listed for one source.
-const (
-	maxKeysShown = 10
-	maxKeyLen    = 100
-)
-
-func quoteBounded(keys []string) string {
-	quoted := make([]string, 0, min(len(keys), maxKeysShown)+1)
-	for i, k := range keys {
-		if i == maxKeysShown {
-			quoted = append(quoted, fmt.Sprintf("and %d more", len(keys)-maxKeysShown))
-			break
-		}
-		if len(k) > maxKeyLen {
-			k = k[:maxKeyLen] + "..."
-		}
-		quoted = append(quoted, fmt.Sprintf("%q", k))
-	}
-	return strings.Join(quoted, ", ")
 }
 
 func selectorString(s labels.Selector) string {

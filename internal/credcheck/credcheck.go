@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -62,6 +61,9 @@ const maxKeysShown = 10
 
 // maxKeyLen bounds how much of one auths key a message quotes.
 const maxKeyLen = 100
+
+// maxWhyLen bounds why a listed key is never used: that text can quote the key's host or path too.
+const maxWhyLen = 300
 
 // Result is the outcome of Check.
 type Result struct {
@@ -244,32 +246,8 @@ func parseKey(name string, raw json.RawMessage) (authKey, Reason, string) {
 	}
 	k.hasCredential = username != "" || password != ""
 	k.tokenOnly = !k.hasCredential && (len(e.IdentityToken) > 0 || len(e.RegistryToken) > 0)
-	k.pattern, k.parseErr = parseKeyPattern(name)
+	k.pattern, k.parseErr = config.ParseCredentialKey(name)
 	return k, "", ""
-}
-
-// parseKeyPattern parses an auths key as the kubelet's BasicDockerKeyring.Add stores it: scheme, user
-// information, query and fragment dropped, a leading /v1/ or /v2/ cut. config.ParsePattern refuses those
-// parts in a configuration, where they would mislead the operator, but in a Secret the kubelet silently
-// uses the rest of the key, and so must this check.
-func parseKeyPattern(name string) (config.Pattern, error) {
-	value := name
-	if !strings.HasPrefix(value, "https://") && !strings.HasPrefix(value, "http://") {
-		value = "https://" + value
-	}
-	u, err := url.Parse(value)
-	if err != nil {
-		return config.Pattern{}, errors.New("the kubelet cannot parse it as a URL")
-	}
-	p := u.Path
-	if strings.HasPrefix(p, "/v2/") || strings.HasPrefix(p, "/v1/") {
-		p = p[3:]
-	}
-	key := u.Host
-	if p != "" && p != "/" {
-		key += p
-	}
-	return config.ParsePattern(key)
 }
 
 // decodeAuth is the kubelet's decodeDockerConfigFieldAuth. Its errors never contain the value.
@@ -343,17 +321,29 @@ func listKeys(keys []authKey) string {
 	if len(keys) == 0 {
 		return "none (auths is empty)"
 	}
-	parts := make([]string, 0, min(len(keys), maxKeysShown)+1)
-	for i, k := range keys {
-		if i == maxKeysShown {
-			parts = append(parts, fmt.Sprintf("and %d more", len(keys)-maxKeysShown))
-			break
+	return quoteList(len(keys), func(i int) string {
+		s := quoteKey(keys[i].name)
+		if keys[i].parseErr != nil {
+			s += " (never used: " + truncateTo(keys[i].parseErr.Error(), maxWhyLen) + ")"
 		}
-		s := quoteKey(k.name)
-		if k.parseErr != nil {
-			s += " (never used: " + k.parseErr.Error() + ")"
-		}
-		parts = append(parts, s)
+		return s
+	})
+}
+
+// QuoteKeys lists auths keys, such as Result.Keys, for a message or a report: quoted, bounded in number and
+// length as Check's messages are.
+func QuoteKeys(names []string) string {
+	return quoteList(len(names), func(i int) string { return quoteKey(names[i]) })
+}
+
+// quoteList joins the first maxKeysShown of n items and says how many more there are.
+func quoteList(n int, item func(i int) string) string {
+	parts := make([]string, 0, min(n, maxKeysShown)+1)
+	for i := range min(n, maxKeysShown) {
+		parts = append(parts, item(i))
+	}
+	if n > maxKeysShown {
+		parts = append(parts, fmt.Sprintf("and %d more", n-maxKeysShown))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -363,8 +353,12 @@ func quoteKey(name string) string {
 }
 
 func truncate(s string) string {
-	if len(s) > maxKeyLen {
-		return s[:maxKeyLen] + "..."
+	return truncateTo(s, maxKeyLen)
+}
+
+func truncateTo(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
 	}
 	return s
 }

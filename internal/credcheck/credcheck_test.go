@@ -53,6 +53,8 @@ func TestCheck(t *testing.T) {
 			patterns: []string{"registry.example.com:5000/team-a"}, want: ReasonOK},
 		{name: "scheme and /v1/ on the key are ignored as by the kubelet", data: dockerConfig(entry("https://registry.example.com/v1/")),
 			patterns: []string{"registry.example.com/team"}, want: ReasonOK},
+		{name: "only one leading /v2/ or /v1/ is cut, as by the kubelet", data: dockerConfig(entry("https://registry.example.com/v2/v1/team")),
+			patterns: []string{"registry.example.com/team"}, want: ReasonNoMatchingKey, wantInMessage: []string{`"https://registry.example.com/v2/v1/team"`}},
 		{name: "a key with the same path serves the entry", data: dockerConfig(entry("registry.example.com/team")),
 			patterns: []string{"registry.example.com/team"}, want: ReasonOK},
 		{name: "a key with a longer path serves part of the entry", data: dockerConfig(entry("registry.example.com/team/app")),
@@ -184,6 +186,19 @@ func TestCheckKeysAreSortedAndBounded(t *testing.T) {
 	if len(got.Message) > 2000 {
 		t.Errorf("message is %d bytes long, want it bounded", len(got.Message))
 	}
+
+	// Why a key is never used quotes its path, which must not make the message unbounded either.
+	auths = auths[:0]
+	for i := range 10 {
+		auths = append(auths, `"r.example.com/`+string(rune('a'+i))+strings.Repeat("X", 10000)+`":{}`)
+	}
+	got = Check(corev1.SecretTypeDockerConfigJson, dockerConfig(strings.Join(auths, ",")), patterns(t, "quay.io"))
+	if got.Reason != ReasonNoMatchingKey || !strings.Contains(got.Message, "never used: path") {
+		t.Errorf("got %q %q, want no_matching_key saying why the keys are never used", got.Reason, got.Message)
+	}
+	if len(got.Message) > 5000 {
+		t.Errorf("message is %d bytes long, want it bounded", len(got.Message))
+	}
 }
 
 func TestPatternsFor(t *testing.T) {
@@ -275,5 +290,20 @@ func TestRefused(t *testing.T) {
 		if got := (Result{Reason: r}).Refused(); got != refused[r] {
 			t.Errorf("Result{Reason: %q}.Refused() = %v, want %v", r, got, refused[r])
 		}
+	}
+}
+
+func TestQuoteKeys(t *testing.T) {
+	names := []string{strings.Repeat("a", 150) + ".example.com"}
+	for i := range 11 {
+		names = append(names, string(rune('b'+i))+".example.com")
+	}
+	want := `"` + strings.Repeat("a", 100) + `...", "b.example.com", "c.example.com", "d.example.com", "e.example.com", ` +
+		`"f.example.com", "g.example.com", "h.example.com", "i.example.com", "j.example.com", and 2 more`
+	if diff := cmp.Diff(want, QuoteKeys(names)); diff != "" {
+		t.Errorf("QuoteKeys (-want +got):\n%s", diff)
+	}
+	if got := QuoteKeys(names[1:3]); got != `"b.example.com", "c.example.com"` {
+		t.Errorf("QuoteKeys of two keys = %s", got)
 	}
 }

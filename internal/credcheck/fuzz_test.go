@@ -16,7 +16,7 @@ import (
 const secretMarker = "s3cr3t-"
 
 // FuzzCheck checks that Check never panics, returns a Reason from Reasons, and never puts a credential into
-// its message. The document is a template: @PASSWORD@, @AUTH@ and @TOKEN@ are replaced by credentials
+// its message or makes it unbounded. The document is a template: @PASSWORD@, @AUTH@ and @TOKEN@ are replaced by credentials
 // built from secret, JSON-escaped, so that mutations of the document keep secrets in credential places.
 func FuzzCheck(f *testing.F) {
 	seeds := []struct{ doc, pattern, secret string }{
@@ -73,6 +73,10 @@ func FuzzCheck(f *testing.F) {
 		}
 		if len(auth) >= 12 && strings.Contains(got.Message, auth) {
 			t.Fatalf("message contains an auth value: %s", got.Message)
+		}
+		// One pattern: at most maxKeysShown keys, each quoted and explained within bounds.
+		if len(got.Message) > 8000 {
+			t.Fatalf("message is %d bytes long, want it bounded", len(got.Message))
 		}
 	})
 }
