@@ -22,7 +22,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 )
 
-// Reason is a machine-friendly outcome of Check, from the fixed set Reasons: fit for a metric label.
+// Reason is a machine-friendly outcome of Check, from the fixed set reasons: fit for a metric label.
 type Reason string
 
 const (
@@ -49,8 +49,8 @@ const (
 	ReasonEmptyCredentials Reason = "empty_credentials"
 )
 
-// Reasons is every Reason Check returns, for registering metric label values up front.
-var Reasons = []Reason{
+// reasons is every Reason Check returns; the tests hold Check to it.
+var reasons = []Reason{
 	ReasonOK, ReasonPartial, ReasonWrongType, ReasonMissingData, ReasonInvalidJSON, ReasonInvalidAuth,
 	ReasonNoMatchingKey, ReasonEmptyCredentials,
 }
@@ -70,7 +70,7 @@ type Result struct {
 	// OK is true when the kubelet would get a non-empty credential from the Secret for the entries' images
 	// (for ReasonPartial, for some of them).
 	OK bool
-	// Reason is one of Reasons.
+	// Reason is one of reasons.
 	Reason Reason
 	// Message says what is wrong, naming the entry patterns and the Secret's auths keys, never a
 	// credential.

@@ -221,14 +221,14 @@ func TestPatternsFor(t *testing.T) {
 
 func TestReasonsAreComplete(t *testing.T) {
 	seen := map[Reason]bool{}
-	for _, r := range Reasons {
+	for _, r := range reasons {
 		if seen[r] {
 			t.Errorf("reason %q listed twice", r)
 		}
 		seen[r] = true
 	}
 	if len(seen) != 8 {
-		t.Errorf("Reasons has %d entries, want 8", len(seen))
+		t.Errorf("reasons has %d entries, want 8", len(seen))
 	}
 }
 
@@ -286,7 +286,7 @@ func TestForImage(t *testing.T) {
 
 func TestRefused(t *testing.T) {
 	refused := map[Reason]bool{ReasonWrongType: true, ReasonMissingData: true, ReasonInvalidJSON: true, ReasonInvalidAuth: true}
-	for _, r := range Reasons {
+	for _, r := range reasons {
 		if got := (Result{Reason: r}).Refused(); got != refused[r] {
 			t.Errorf("Result{Reason: %q}.Refused() = %v, want %v", r, got, refused[r])
 		}

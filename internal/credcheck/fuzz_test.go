@@ -15,7 +15,7 @@ import (
 // secretMarker starts every credential the fuzz target plants; a message must never contain it.
 const secretMarker = "s3cr3t-"
 
-// FuzzCheck checks that Check never panics, returns a Reason from Reasons, and never puts a credential into
+// FuzzCheck checks that Check never panics, returns a Reason from reasons, and never puts a credential into
 // its message or makes it unbounded. The document is a template: @PASSWORD@, @AUTH@ and @TOKEN@ are replaced by credentials
 // built from secret, JSON-escaped, so that mutations of the document keep secrets in credential places.
 func FuzzCheck(f *testing.F) {
@@ -56,8 +56,8 @@ func FuzzCheck(f *testing.F) {
 			patterns = append(patterns, p)
 		}
 		got := Check(corev1.SecretTypeDockerConfigJson, map[string][]byte{corev1.DockerConfigJsonKey: []byte(s)}, patterns)
-		if !slices.Contains(Reasons, got.Reason) {
-			t.Fatalf("Reason %q is not one of Reasons", got.Reason)
+		if !slices.Contains(reasons, got.Reason) {
+			t.Fatalf("Reason %q is not one of reasons", got.Reason)
 		}
 		if got.OK != (got.Reason == ReasonOK || got.Reason == ReasonPartial) {
 			t.Fatalf("OK = %v with Reason %q", got.OK, got.Reason)
