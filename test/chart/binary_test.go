@@ -214,7 +214,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got []byte
-		err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, testenv.SettleTimeout, true, func(ctx context.Context) (bool, error) {
 			copied, err := admin.CoreV1().Secrets("team-a").Get(ctx, driveSecret, metav1.GetOptions{})
 			if err != nil {
 				return false, nil
@@ -246,7 +246,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 		if _, err := admin.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, testenv.SettleTimeout, true, func(ctx context.Context) (bool, error) {
 			_, err := admin.CoreV1().Secrets("team-r").Get(ctx, driveSecret, metav1.GetOptions{})
 			return apierrors.IsNotFound(err), nil
 		})
@@ -770,7 +770,7 @@ func checkResourceNames(ctx context.Context, t *testing.T, sa string) {
 	}
 	// The API server's RBAC authorizer learns of the new RoleBinding through a watch: wait until it has,
 	// or the first checks below race it.
-	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, testenv.SettleTimeout, true, func(ctx context.Context) (bool, error) {
 		_, err := roleOnly.CoreV1().Secrets(driveNamespace).List(ctx, byName(certSecret))
 		return err == nil, nil
 	}); err != nil {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 // installValues opts in only namespaces with a label no other test uses: the release's webhook
@@ -158,7 +159,7 @@ func checkStored(ctx context.Context, t *testing.T, objs []*unstructured.Unstruc
 	t.Helper()
 	for _, o := range objs {
 		var last error
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, testenv.SettleTimeout, true, func(ctx context.Context) (bool, error) {
 			got, err := exists(ctx, o)
 			last = err
 			return err == nil && got == want, nil

@@ -89,7 +89,7 @@ func TestSlowAPIServerNeverCostsAPod(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d Pods admitted with their references; the slowest create took %v (timeoutSeconds %d, API answers %v late)",
 		pods, worst, timeoutSeconds, apiDelay)
-	eventually(t, 3*apiDelay, "the copy lands after the Pods were admitted", func() (bool, error) {
+	eventually(t, testenv.SettleTimeout, "the copy lands after the Pods were admitted", func() (bool, error) {
 		_, err := admin.CoreV1().Secrets(ns).Get(ctx, "slow-regcred", metav1.GetOptions{})
 		return err == nil, nil
 	}, func() string { return tail(w.Log(), 20) })

@@ -21,6 +21,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 	injector "github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
 
@@ -150,7 +151,7 @@ func TestLabelledNamespaceGetsReferenceAndCopy(t *testing.T) {
 func waitForEvent(t *testing.T, namespace, regarding, reason, note string) *eventsv1.Event {
 	t.Helper()
 	var found *eventsv1.Event
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, testenv.SettleTimeout, true, func(ctx context.Context) (bool, error) {
 		list, err := admin.EventsV1().Events(namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err

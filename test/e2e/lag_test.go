@@ -23,13 +23,17 @@ registries:
     secret: {namespace: pullsecret-injector, name: late-regcred}
 `
 
-// TestCacheLagNeverCostsASecret runs a webhook whose informers see every change five seconds late (its
-// watches go through a proxy that holds them back), then does what a pipeline does: create a namespace,
-// label it, create a source Secret and deploy, back to back. Every Pod must get its secret anyway, from
-// the live reads that confirm what the cache does not show yet.
+// cacheLag is how late the lagging webhook's informers see every change: far longer than the test's steps
+// take even on a loaded machine, so that its cache cannot catch up between a label and the Pods after it.
+const cacheLag = 30 * time.Second
+
+// TestCacheLagNeverCostsASecret runs a webhook whose informers see every change cacheLag late (its watches
+// go through a proxy that holds them back), then does what a pipeline does: create a namespace, label it,
+// create a source Secret and deploy, back to back. Every Pod must get its secret anyway, from the live
+// reads that confirm what the cache does not show yet.
 func TestCacheLagNeverCostsASecret(t *testing.T) {
 	ctx := context.Background()
-	proxy, err := cp.StartLaggingProxy(5 * time.Second)
+	proxy, err := cp.StartLaggingProxy(cacheLag)
 	if err != nil {
 		t.Fatal(err)
 	}

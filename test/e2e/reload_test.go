@@ -99,7 +99,7 @@ func TestConfigReload(t *testing.T) {
 		ok, _ := allHold(t, "reload-regcred", []string{ns}, rotated)
 		return ok, nil
 	}, func() string { _, d := allHold(t, "reload-regcred", []string{ns}, rotated); return d })
-	eventually(t, reloadBound+revokeBound, "copy of the removed entry revoked", secretGone(removedNS, "removed-regcred"),
+	eventually(t, revokeBound, "copy of the removed entry revoked", secretGone(removedNS, "removed-regcred"),
 		func() string { return "copy still there" })
 	t.Logf("copy of the removed entry revoked %v after the file was swapped", time.Since(start))
 

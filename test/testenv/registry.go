@@ -58,7 +58,17 @@ type Registry struct {
 
 // StartRegistry runs the registry binary with its configuration, TLS files, htpasswd file and storage in
 // dir, admitting users (name to password), and returns once it answers on /v2/.
+// A registry that could not bind its port is started again on another, a few times.
 func StartRegistry(ctx context.Context, binary, dir string, users map[string]string) (*Registry, error) {
+	for attempt := 1; ; attempt++ {
+		r, err := startRegistry(ctx, binary, dir, users)
+		if err == nil || !portInUse(err.Error()) || attempt == maxStartAttempts {
+			return r, err
+		}
+	}
+}
+
+func startRegistry(ctx context.Context, binary, dir string, users map[string]string) (*Registry, error) {
 	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("127.0.0.1", nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("generate registry certificate: %w", err)

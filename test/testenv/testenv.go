@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -169,17 +170,36 @@ type Webhook struct {
 // StartWebhook writes configYAML to a file and runs binary with it against the control plane, serving the
 // control plane's loopback certificate. Extra flags are appended (a later flag wins). It returns once
 // /readyz answers 200.
+// A process that could not bind the ports it was given is started again on others, a few times.
 func (cp *ControlPlane) StartWebhook(ctx context.Context, binary string, configYAML []byte, extraArgs ...string) (*Webhook, error) {
-	w, err := cp.StartWebhookNoWait(binary, configYAML, extraArgs...)
-	if err != nil {
-		return nil, err
-	}
-	if err := w.WaitReady(ctx, time.Minute); err != nil {
+	for attempt := 1; ; attempt++ {
+		w, err := cp.StartWebhookNoWait(binary, configYAML, extraArgs...)
+		if err != nil {
+			return nil, err
+		}
+		err = w.WaitReady(ctx, ReadyTimeout)
+		if err == nil {
+			return w, nil
+		}
 		_ = w.Stop()
-		return nil, fmt.Errorf("%w\n--- webhook log ---\n%s", err, w.Log())
+		if log := w.Log(); !portInUse(log) || attempt == maxStartAttempts {
+			return nil, fmt.Errorf("%w\n--- webhook log ---\n%s", err, log)
+		}
 	}
-	return w, nil
 }
+
+// maxStartAttempts bounds the starts of a process whose ports were taken under it.
+const maxStartAttempts = 5
+
+// SettleTimeout bounds a test's wait for a behaviour that takes effect asynchronously (a copy created,
+// restored, updated or revoked, an Event recorded, a log line written). It is a guard against a behaviour
+// that never happens, not a measure of how fast it happens: tests wait for the condition and log the time
+// it took.
+const SettleTimeout = 2 * time.Minute
+
+// ReadyTimeout bounds the wait for a process this package starts to become ready. It only keeps a broken
+// process from hanging a test: readiness takes well under a second on a quiet machine.
+const ReadyTimeout = 2 * time.Minute
 
 // StartWebhookNoWait is StartWebhook without the wait for /readyz, for a process expected to stay unready
 // for a while, or several processes started at the same moment. Call WaitReady when it should be ready.
@@ -349,7 +369,11 @@ func signalGroup(pid int, done <-chan struct{}, sig syscall.Signal, grace time.D
 	}
 }
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1.
+// FreePorts returns n distinct free TCP ports on 127.0.0.1, each reserved for this process: a port is picked
+// here and bound later by another process, and in between nothing else that reserves ports the same way
+// (another test package, envtest's own kube-apiserver and etcd ports) may pick it. The reservation is
+// envtest's: a file per port, locked with flock(2) for the life of the process and honoured for two minutes
+// after its last use, in the directory envtest uses.
 func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var listeners []net.Listener
@@ -358,15 +382,83 @@ func FreePorts(n int) ([]int, error) {
 			_ = l.Close()
 		}
 	}()
-	for range n {
+	for len(ports) < n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, fmt.Errorf("find a free port: %w", err)
 		}
 		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		port := l.Addr().(*net.TCPAddr).Port
+		reserved, err := reservePort(port)
+		if err != nil {
+			return nil, err
+		}
+		if reserved {
+			ports = append(ports, port)
+		}
 	}
 	return ports, nil
+}
+
+// portReserveTime is how long a reservation file keeps a port from other processes once it is no longer
+// locked, as in envtest.
+const portReserveTime = 2 * time.Minute
+
+// reservePort reserves port for this process unless another process holds it or used it less than
+// portReserveTime ago.
+func reservePort(port int) (bool, error) {
+	dir, err := portCacheDir()
+	if err != nil {
+		return false, err
+	}
+	path := filepath.Join(dir, "port-"+strconv.Itoa(port))
+	if info, err := os.Stat(path); err == nil && time.Since(info.ModTime()) < portReserveTime {
+		return false, nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("reserve port %d: %w", port, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reserve port %d: %w", port, err)
+	}
+	now := time.Now()
+	_ = os.Chtimes(path, now, now)
+	// The file stays open, and locked, until the process exits.
+	reservations.Lock()
+	reservations.files = append(reservations.files, f)
+	reservations.Unlock()
+	return true, nil
+}
+
+// reservations keeps the locked reservation files open for the life of the process.
+var reservations struct {
+	sync.Mutex
+	files []*os.File
+}
+
+// portCacheDir is envtest's reservation directory (controller-runtime pkg/internal/testing/addr).
+func portCacheDir() (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	dir := filepath.Join(base, "kubebuilder-envtest")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("create port reservation directory: %w", err)
+	}
+	return dir, nil
+}
+
+// portInUse reports whether log says a listener could not bind its port: another process took it between
+// FreePorts and the bind, which the reservation makes rare but cannot rule out (an outgoing connection's
+// ephemeral port, a process that does not reserve).
+func portInUse(log string) bool {
+	return strings.Contains(log, "address already in use")
 }
 
 // MutatingWebhookConfiguration returns the registration the chart makes, pointed at a webhook on
