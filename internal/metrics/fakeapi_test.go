@@ -146,8 +146,7 @@ func newFakeAPIServer(t *testing.T) *fakeAPIServer {
 	})
 	mux.HandleFunc("POST /apis/authentication.k8s.io/v1/tokenreviews", func(w http.ResponseWriter, r *http.Request) {
 		var review authenticationv1.TokenReview
-		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		if !decode(w, r, &review) {
 			return
 		}
 		f.mu.Lock()
@@ -168,8 +167,7 @@ func newFakeAPIServer(t *testing.T) *fakeAPIServer {
 	})
 	mux.HandleFunc("POST /apis/authorization.k8s.io/v1/subjectaccessreviews", func(w http.ResponseWriter, r *http.Request) {
 		var review authorizationv1.SubjectAccessReview
-		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		if !decode(w, r, &review) {
 			return
 		}
 		f.mu.Lock()
@@ -181,6 +179,15 @@ func newFakeAPIServer(t *testing.T) *fakeAPIServer {
 	f.Server = httptest.NewServer(mux)
 	t.Cleanup(f.Close)
 	return f
+}
+
+// decode reads the request's JSON body into v, answering 400 when it cannot.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

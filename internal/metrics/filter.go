@@ -188,48 +188,53 @@ func (f *reviewFilter) serve(log logr.Logger, next http.Handler, w http.Response
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), reviewTimeout)
 	defer cancel()
-	who, spent, why, err := f.authenticate(ctx, log, token)
-	switch {
-	case why == reviewFailed && who.lane.serviceAccount:
-		// A token the issuer signed, so a caller with a real credential: worth an error, and bounded by its
-		// namespace's budget.
-		log.Error(err, "Cannot authenticate a metrics request", "namespace", who.lane.namespace)
-		f.refuse(log, w, why, http.StatusInternalServerError, "Authentication failed")
-		return
-	case why == reviewFailed:
-		if f.failures.due(f.now()) {
-			log.Error(err, "Cannot authenticate a metrics request with a token that is not a ServiceAccount's; answering 401")
-		}
-		f.refuse(log, w, why, http.StatusUnauthorized, "Unauthorized")
-		return
-	case why == overBudget:
-		w.Header().Set("Retry-After", "1")
-		f.refuse(log, w, why, http.StatusTooManyRequests, "Too many token reviews, retry later")
-		return
-	case why != "":
-		f.refuse(log, w, why, http.StatusUnauthorized, "Unauthorized")
-		return
-	}
 	verb := strings.ToLower(req.Method)
-	allowed, why, err := f.authorize(ctx, who, spent, verb, req.URL.Path)
-	switch {
-	case why == reviewFailed:
-		log.Error(err, "Cannot authorize a metrics request", "user", who.user.Username)
-		f.refuse(log, w, why, http.StatusInternalServerError, "Authorization failed")
-		return
-	case why == overBudget:
-		w.Header().Set("Retry-After", "1")
-		f.refuse(log, w, why, http.StatusTooManyRequests, "Too many access reviews, retry later")
-		return
-	case !allowed:
-		log.V(1).Info("Metrics request denied", "user", who.user.Username, "verb", verb, "path", req.URL.Path)
-		f.refuse(log, w, forbidden, http.StatusForbidden, fmt.Sprintf("user %s may not %s %s", who.user.Username, verb, req.URL.Path))
+	who, spent, why, err := f.authenticate(ctx, log, token)
+	authenticated := why == ""
+	if authenticated {
+		var allowed bool
+		allowed, why, err = f.authorize(ctx, who, spent, verb, req.URL.Path)
+		if why == "" && !allowed {
+			why = forbidden
+		}
+	}
+	if why != "" {
+		f.deny(log, w, req, why, err, who, authenticated)
 		return
 	}
 	if who.lane.serviceAccount {
 		f.budgets.trust(who.lane.namespace)
 	}
 	next.ServeHTTP(w, req)
+}
+
+// deny answers a refused request. Only a caller whose token passed the local check, or whom the API server
+// authenticated, can get a 5xx, and only when the API server could not be asked.
+func (f *reviewFilter) deny(log logr.Logger, w http.ResponseWriter, req *http.Request, why refusal, err error, who tokenAnswer, authenticated bool) {
+	switch {
+	case why == reviewFailed && authenticated:
+		log.Error(err, "Cannot authorize a metrics request", "user", who.user.Username)
+		f.refuse(log, w, why, http.StatusInternalServerError, "Authorization failed")
+	case why == reviewFailed && who.lane.serviceAccount:
+		// A token the issuer signed, so a caller with a real credential: worth an error, and bounded by its
+		// namespace's budget.
+		log.Error(err, "Cannot authenticate a metrics request", "namespace", who.lane.namespace)
+		f.refuse(log, w, why, http.StatusInternalServerError, "Authentication failed")
+	case why == reviewFailed:
+		if f.failures.due(f.now()) {
+			log.Error(err, "Cannot authenticate a metrics request with a token that is not a ServiceAccount's; answering 401")
+		}
+		f.refuse(log, w, why, http.StatusUnauthorized, "Unauthorized")
+	case why == overBudget:
+		w.Header().Set("Retry-After", "1")
+		f.refuse(log, w, why, http.StatusTooManyRequests, "Too many reviews, retry later")
+	case why == forbidden:
+		verb := strings.ToLower(req.Method)
+		log.V(1).Info("Metrics request denied", "user", who.user.Username, "verb", verb, "path", req.URL.Path)
+		f.refuse(log, w, why, http.StatusForbidden, fmt.Sprintf("user %s may not %s %s", who.user.Username, verb, req.URL.Path))
+	default:
+		f.refuse(log, w, why, http.StatusUnauthorized, "Unauthorized")
+	}
 }
 
 // authenticate answers who token is, from the cache or a TokenReview. spent says whether the request

@@ -55,6 +55,17 @@ func randomString(t *testing.T, n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// signed returns the Authorization header of a token of monitoring/prometheus signed by key, naming kid,
+// with ID id, valid for an hour from at; the API server authenticates it when known.
+func signed(t *testing.T, api *fakeAPIServer, key *signingKey, kid, id string, at time.Time, known bool) string {
+	t.Helper()
+	token := key.sign(t, kid, saClaims("monitoring", "prometheus", id, at))
+	if known {
+		api.authenticate(token, saUser("monitoring", "prometheus", id))
+	}
+	return bearer(token)
+}
+
 func TestReviewFilter(t *testing.T) {
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for name, tc := range map[string]struct {
@@ -71,9 +82,7 @@ func TestReviewFilter(t *testing.T) {
 		},
 		"a ServiceAccount token signed with the issuer's ECDSA key": {
 			token: func(t *testing.T, api *fakeAPIServer) string {
-				token := api.ecKey.sign(t, api.ecKey.kid, saClaims("monitoring", "prometheus", "b", start))
-				api.authenticate(token, saUser("monitoring", "prometheus", "b"))
-				return bearer(token)
+				return signed(t, api, api.ecKey, api.ecKey.kid, "b", start, true)
 			},
 			want: http.StatusOK, wantReviews: map[string]int{"token": 1, "access": 1},
 		},
@@ -85,54 +94,41 @@ func TestReviewFilter(t *testing.T) {
 		},
 		"a token the issuer signed but the API server revoked is reviewed and refused": {
 			token: func(t *testing.T, api *fakeAPIServer) string {
-				return bearer(api.rsaKey.sign(t, api.rsaKey.kid, saClaims("monitoring", "prometheus", "deleted-pod", start)))
+				return signed(t, api, api.rsaKey, api.rsaKey.kid, "deleted-pod", start, false)
 			},
 			want: http.StatusUnauthorized, wantReviews: map[string]int{"token": 1, "access": 0},
 		},
 		"an invented token claiming the issuer, signed by another key under the issuer's key ID, costs no review": {
 			token: func(t *testing.T, api *fakeAPIServer) string {
-				forger := newSigningKey(t, api.rsaKey.kid, jose.RS256)
-				return bearer(forger.sign(t, api.rsaKey.kid, saClaims("monitoring", "prometheus", "d", start)))
+				return signed(t, api, newSigningKey(t, api.rsaKey.kid, jose.RS256), api.rsaKey.kid, "d", start, true)
 			},
 			want: http.StatusUnauthorized, wantReviews: map[string]int{"token": 0, "access": 0},
 		},
 		"an invented token naming a key the issuer does not have costs no review": {
 			token: func(t *testing.T, api *fakeAPIServer) string {
-				forger := newSigningKey(t, "forged", jose.ES256)
-				return bearer(forger.sign(t, "forged", saClaims("monitoring", "prometheus", "e", start)))
+				return signed(t, api, newSigningKey(t, "forged", jose.ES256), "forged", "e", start, true)
 			},
 			want: http.StatusUnauthorized, wantReviews: map[string]int{"token": 0, "access": 0},
 		},
 		"a token of the issuer naming no key costs no review": {
-			token: func(t *testing.T, api *fakeAPIServer) string {
-				return bearer(api.rsaKey.sign(t, "", saClaims("monitoring", "prometheus", "f", start)))
-			},
-			want: http.StatusUnauthorized, wantReviews: map[string]int{"token": 0, "access": 0},
+			token: func(t *testing.T, api *fakeAPIServer) string { return signed(t, api, api.rsaKey, "", "f", start, true) },
+			want:  http.StatusUnauthorized, wantReviews: map[string]int{"token": 0, "access": 0},
 		},
 		"an expired token of the issuer costs no review": {
 			token: func(t *testing.T, api *fakeAPIServer) string {
-				c := saClaims("monitoring", "prometheus", "g", start.Add(-2*time.Hour))
-				token := api.rsaKey.sign(t, api.rsaKey.kid, c)
-				api.authenticate(token, saUser("monitoring", "prometheus", "g"))
-				return bearer(token)
+				return signed(t, api, api.rsaKey, api.rsaKey.kid, "g", start.Add(-2*time.Hour), true)
 			},
 			want: http.StatusUnauthorized, wantReviews: map[string]int{"token": 0, "access": 0},
 		},
 		"a token of the issuer not valid yet costs no review": {
 			token: func(t *testing.T, api *fakeAPIServer) string {
-				c := saClaims("monitoring", "prometheus", "h", start.Add(time.Hour))
-				token := api.rsaKey.sign(t, api.rsaKey.kid, c)
-				api.authenticate(token, saUser("monitoring", "prometheus", "h"))
-				return bearer(token)
+				return signed(t, api, api.rsaKey, api.rsaKey.kid, "h", start.Add(time.Hour), true)
 			},
 			want: http.StatusUnauthorized, wantReviews: map[string]int{"token": 0, "access": 0},
 		},
 		"a token expired less than the API server's leeway ago is still reviewed": {
 			token: func(t *testing.T, api *fakeAPIServer) string {
-				c := saClaims("monitoring", "prometheus", "i", start.Add(-time.Hour-30*time.Second))
-				token := api.rsaKey.sign(t, api.rsaKey.kid, c)
-				api.authenticate(token, saUser("monitoring", "prometheus", "i"))
-				return bearer(token)
+				return signed(t, api, api.rsaKey, api.rsaKey.kid, "i", start.Add(-time.Hour-30*time.Second), true)
 			},
 			want: http.StatusOK, wantReviews: map[string]int{"token": 1, "access": 1},
 		},
