@@ -32,6 +32,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
@@ -181,6 +182,19 @@ func TestMetricsEndpoint(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("any ServiceAccount may read the issuer's discovery documents, by default", func(t *testing.T) {
+		// What the binary relies on to check tokens locally; the chart adds no rule for it.
+		cs, err := kubernetes.NewForConfig(cp.ImpersonatingConfig(testenv.ServiceAccountUser(metricsNamespace, "other")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"/.well-known/openid-configuration", "/openid/v1/jwks"} {
+			if _, err := cs.CoreV1().RESTClient().Get().AbsPath(path).DoRaw(ctx); err != nil {
+				t.Errorf("get %s as a ServiceAccount: %v", path, err)
+			}
+		}
+	})
 
 	t.Run("secure: tokens from the TokenRequest API pass the local check", func(t *testing.T) {
 		stats := newStatsReader(ctx, t, secureURL, metricsNamespace)
