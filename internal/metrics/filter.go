@@ -27,7 +27,9 @@ const (
 	// scrape every 15 s costs the API server two reviews a minute, not eight.
 	reviewTTL = time.Minute
 	// tokenCacheBytes bounds the answers of TokenReviews that authenticated a token: only real credentials,
-	// within the budgets, fill it (a ServiceAccount's answer counts about 600 bytes, so about 1,700 of them).
+	// within the budgets, fill it (a bound ServiceAccount token's answer, with its Pod and node in extra,
+	// counts about 1 KiB, so about 1,000 of them: more than the budgets let through in the minute an answer
+	// lives).
 	tokenCacheBytes = 1 << 20
 	// rejectedCacheBytes bounds the tokens a TokenReview rejected, kept apart so that invented tokens
 	// cannot push out the answers of real ones (2,048 entries).
@@ -146,7 +148,8 @@ type reviewFilter struct {
 	refusals limitedLog
 	failures limitedLog
 	mu       sync.Mutex
-	refused  map[refusal]int // since the last summary line
+	// refused counts the refusals since the last summary line: one entry per reason, six at most.
+	refused map[refusal]int
 }
 
 // tokenAnswer is what an authenticated token's TokenReview said, and whose budget its reviews spend.
