@@ -421,11 +421,12 @@ func TestAccessKey(t *testing.T) {
 		})
 	}
 	// The same question has the same key, whatever the order extra's keys come in.
-	extra := map[string]authenticationv1.ExtraValue{}
+	ascending, descending := map[string]authenticationv1.ExtraValue{}, map[string]authenticationv1.ExtraValue{}
 	for i := range 20 {
-		extra[fmt.Sprint("k", i)] = authenticationv1.ExtraValue{fmt.Sprint(i)}
+		ascending[fmt.Sprint("k", i)] = authenticationv1.ExtraValue{fmt.Sprint(i)}
+		descending[fmt.Sprint("k", 19-i)] = authenticationv1.ExtraValue{fmt.Sprint(19 - i)}
 	}
-	if accessKey(u("alice", "1", nil, extra), "get", "/metrics") != accessKey(u("alice", "1", nil, extra), "get", "/metrics") {
+	if accessKey(u("alice", "1", nil, ascending), "get", "/metrics") != accessKey(u("alice", "1", nil, descending), "get", "/metrics") {
 		t.Error("the same question has two keys")
 	}
 }

@@ -478,7 +478,7 @@ func forgedTokens(ctx context.Context, t *testing.T) []string {
 		if i%3 == 1 {
 			kid = rand.Text()
 		}
-		var alg jose.SignatureAlgorithm = jose.RS256
+		alg := jose.RS256
 		var key crypto.Signer = rsaKey
 		if i%2 == 1 {
 			alg, key = jose.ES256, ecKey
