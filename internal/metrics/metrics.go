@@ -90,6 +90,20 @@ var (
 		Name:      "events_dropped_total",
 		Help:      "Kubernetes Events not emitted because their rate limit was reached.",
 	})
+
+	metricsReviews = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "metrics_reviews_total",
+		Help: "TokenReviews (review=token) and SubjectAccessReviews (review=access) the secure metrics endpoint asked the API server, " +
+			"by lane: serviceaccount (a token that passed the local check against the ServiceAccount issuer's keys) or other.",
+	}, []string{"review", "lane"})
+
+	metricsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "metrics_requests_refused_total",
+		Help: "Requests to the secure metrics endpoint refused, by reason: no_token, invalid_token (refused by the local check, " +
+			"no review), rejected (by a TokenReview), over_budget (429), forbidden (by a SubjectAccessReview), error (the API server could not be asked).",
+	}, []string{"reason"})
 )
 
 func init() {
@@ -99,7 +113,16 @@ func init() {
 	for _, r := range []ReloadResult{ReloadSuccess, ReloadFailure} {
 		configReloads.WithLabelValues(string(r))
 	}
-	ctrlmetrics.Registry.MustRegister(admissions, copyOperations, sourceInvalid, configReloads, configLastSuccess, eventsDropped)
+	for _, review := range []string{reviewToken, reviewAccess} {
+		for _, l := range []lane{{serviceAccount: true}, {}} {
+			metricsReviews.WithLabelValues(review, l.label())
+		}
+	}
+	for _, r := range refusalReasons {
+		metricsRefused.WithLabelValues(string(r))
+	}
+	ctrlmetrics.Registry.MustRegister(admissions, copyOperations, sourceInvalid, configReloads, configLastSuccess, eventsDropped,
+		metricsReviews, metricsRefused)
 }
 
 // Admission counts one admission with its outcome.
