@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -62,16 +63,26 @@ type Reconciler struct {
 	// bytes, and which bytes. A copy whose resourceVersion has not moved since still holds them (etcd bumps
 	// it on every write), so an unchanged copy costs no API call, however often it is looked at.
 	verified map[types.NamespacedName]verifiedCopy
-	// podUse remembers, per namespace, which Secrets its unfinished Pods reference, for podUseTTL: the Secrets
-	// in the form of a copy in one namespace, however many a tenant makes, cost one Pod list per namespace
-	// per TTL, not one each at every recheck.
-	podUse map[string]podUse
+	// podChecks remembers, per namespace, the Pod lists made to revoke its copies: how many since the
+	// current recheck period began (at most podListsPerRecheck), and which copies the last one found in use.
+	// An entry goes once both its period and podUseTTL have passed; there is one per namespace that had a
+	// revocation candidate in the last RevocationRecheck, each holding the names of at most as many copies
+	// as the cache holds in that namespace, with one Pod name each (at most 253 bytes).
+	podChecks map[string]*podCheck
+	// now is the clock; nil is time.Now. Tests set it to cross a recheck period.
+	now func() time.Time
 }
 
-type podUse struct {
+// podCheck is what the revocation of a namespace's copies knows of its Pods.
+type podCheck struct {
+	// periodStart and lists count the Pod lists made for the namespace since periodStart.
+	periodStart time.Time
+	lists       int
+	// listed is when the last list was made, and users maps the name of a copy to one unfinished Pod that
+	// referenced it then. Only a use is taken from it, never an absence: a copy is deleted only on a list
+	// made for that delete.
 	listed time.Time
-	// users maps a Secret name to one unfinished Pod that references it.
-	users map[string]string
+	users  map[string]string
 }
 
 type verifiedCopy struct {
@@ -322,11 +333,12 @@ func (r *Reconciler) replace(ctx context.Context, live, want *corev1.Secret) (re
 }
 
 // revoke deletes a copy whose namespace no longer gets it, once no unfinished Pod in the namespace
-// references it.
+// references it. The delete is decided on facts read for it: the copy is read, then the namespace's Pods
+// are listed, then the copy is deleted with the UID and resourceVersion of that read as preconditions.
 func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *config.Entry, cached *metav1.PartialObjectMetadata) (reconcile.Result, error) {
 	log := logf.FromContext(ctx)
 	key := types.NamespacedName{Namespace: cached.Namespace, Name: cached.Name}
-	if age := time.Since(cached.CreationTimestamp.Time); age < r.RevocationRecheck {
+	if age := r.clock().Sub(cached.CreationTimestamp.Time); age < r.RevocationRecheck {
 		return reconcile.Result{RequeueAfter: r.RevocationRecheck - age}, nil
 	}
 	reason := "no configured entry names this secret"
@@ -349,7 +361,36 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 			return reconcile.Result{}, nil // the namespace's own deletion removes it
 		}
 	}
-	pod, err := r.podUsing(ctx, key)
+	// A Pod seen using the copy a moment ago keeps it without a new list: keeping a copy a little longer
+	// is safe, deleting one in use is not.
+	if pod := r.recentUser(key); pod != "" {
+		log.V(1).Info("Copy no longer applies; deleting it waits for the Pods that use it", "reason", reason, "pod", pod)
+		return reconcile.Result{RequeueAfter: r.RevocationRecheck}, nil
+	}
+	if wait := r.takePodList(key.Namespace); wait > 0 {
+		log.V(1).Info("Copy no longer applies; this namespace's Pod lists for revocation are used up until the next recheck period",
+			"reason", reason, "retryAfter", wait)
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
+	live := managed.PartialSecret()
+	if err := r.APIReader.Get(ctx, key, live); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(key)
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, fmt.Errorf("read copy %s: %w", key, err)
+	}
+	switch age := r.clock().Sub(live.CreationTimestamp.Time); {
+	case !managed.IsCopy(live):
+		r.forget(key)
+		return reconcile.Result{}, nil // no longer in the form of a copy: not ours to delete
+	case age < r.RevocationRecheck:
+		// Another Secret of the same name took the cached one's place.
+		return reconcile.Result{RequeueAfter: r.RevocationRecheck - age}, nil
+	}
+	// Listed after the copy was read, just before the delete: only a Pod created in the round trip between
+	// this list and the delete is not seen.
+	pod, err := r.listPodUsing(ctx, key)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -358,8 +399,8 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 		return reconcile.Result{RequeueAfter: r.RevocationRecheck}, nil
 	}
 	cp := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-	// The preconditions make sure the Secret deleted is the one seen carrying the managed-by label.
-	if err := r.Client.Delete(ctx, cp, client.Preconditions{UID: &cached.UID, ResourceVersion: &cached.ResourceVersion}); err != nil {
+	// The preconditions make sure the Secret deleted is the one just read in the form of a copy, unchanged.
+	if err := r.Client.Delete(ctx, cp, client.Preconditions{UID: &live.UID, ResourceVersion: &live.ResourceVersion}); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
 			return reconcile.Result{}, nil
@@ -371,7 +412,7 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 	}
 	r.forget(key)
 	metrics.CopyOperation(source, metrics.Deleted)
-	cp.UID = cached.UID
+	cp.UID = live.UID
 	r.Events.Normal(cp, events.ReasonCopyDeleted, events.ActionDelete, "Deleted: %s", reason)
 	log.Info("Deleted copy that no longer applies", "reason", reason)
 	return reconcile.Result{}, nil
@@ -380,25 +421,80 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 // removedSource is the source label of the copies of an entry that was removed from the configuration.
 const removedSource = "removed"
 
-// podListPage bounds the memory a revocation check takes in a namespace with many Pods.
+// podListPage bounds the memory a Pod list takes in a namespace with many Pods: one page is held at a time.
 const podListPage = 500
 
-// podUseTTL is how long a namespace's Pod list answers for all its revocation candidates. It is short
-// beside the recheck, which bounds how late a copy goes after its last Pod.
+// podListsPerRecheck bounds the Pod lists that revocation makes in one namespace per RevocationRecheck.
+// Every delete takes a list of its own, so without a bound a tenant who makes Secrets in the form of a copy
+// in a namespace that gets none would buy one list of the namespace's Pods with each Secret. A legitimate
+// namespace has at most one copy per configured Secret name to revoke; past the bound, copies wait for
+// the next period, which only keeps a copy that no longer receives rotations a little longer.
+const podListsPerRecheck = 10
+
+// unfinishedPods is the field selector that leaves Pods that can no longer pull out of a list on the API
+// server's side.
+var unfinishedPods = fields.AndSelectors(
+	fields.OneTermNotEqualSelector("status.phase", string(corev1.PodSucceeded)),
+	fields.OneTermNotEqualSelector("status.phase", string(corev1.PodFailed)),
+)
+
+func (r *Reconciler) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
+
+// podUseTTL is how long a Pod seen using a copy keeps it without a new list. It is short beside the
+// recheck, which bounds how late a copy goes after its last Pod.
 func (r *Reconciler) podUseTTL() time.Duration {
 	return min(r.RevocationRecheck/2, 5*time.Second)
 }
 
-// podUsing returns the name of an unfinished Pod in key's namespace whose imagePullSecrets name key's
-// Secret, or "" when there is none.
-func (r *Reconciler) podUsing(ctx context.Context, key types.NamespacedName) (string, error) {
-	now := time.Now()
+// recentUser returns an unfinished Pod that the namespace's last list, made less than podUseTTL ago, found
+// referencing key's Secret, or "".
+func (r *Reconciler) recentUser(key types.NamespacedName) string {
 	r.mu.Lock()
-	use, ok := r.podUse[key.Namespace]
-	r.mu.Unlock()
-	if ok && now.Sub(use.listed) < r.podUseTTL() {
-		return use.users[key.Name], nil
+	defer r.mu.Unlock()
+	c := r.podChecks[key.Namespace]
+	if c == nil || r.clock().Sub(c.listed) >= r.podUseTTL() {
+		return ""
 	}
+	return c.users[key.Name]
+}
+
+// takePodList counts a Pod list in namespace against its bound, and returns 0 when the list may be made,
+// or how long until it may.
+func (r *Reconciler) takePodList(namespace string) time.Duration {
+	now := r.clock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ns, c := range r.podChecks { // keep only what can still answer or count
+		if now.Sub(c.periodStart) >= r.RevocationRecheck && now.Sub(c.listed) >= r.podUseTTL() {
+			delete(r.podChecks, ns)
+		}
+	}
+	if r.podChecks == nil {
+		r.podChecks = map[string]*podCheck{}
+	}
+	c := r.podChecks[namespace]
+	if c == nil {
+		c = &podCheck{periodStart: now}
+		r.podChecks[namespace] = c
+	}
+	if now.Sub(c.periodStart) >= r.RevocationRecheck {
+		c.periodStart, c.lists = now, 0
+	}
+	if c.lists >= podListsPerRecheck {
+		return c.periodStart.Add(r.RevocationRecheck).Sub(now)
+	}
+	c.lists++
+	return 0
+}
+
+// listPodUsing lists the unfinished Pods of key's namespace now and returns the name of one whose
+// imagePullSecrets name key's Secret, or "" when there is none.
+func (r *Reconciler) listPodUsing(ctx context.Context, key types.NamespacedName) (string, error) {
 	// Only the names of copies in the namespace are kept: the Pods' other references are theirs to choose,
 	// as many as they like.
 	copies := &metav1.PartialObjectMetadataList{}
@@ -411,41 +507,49 @@ func (r *Reconciler) podUsing(ctx context.Context, key types.NamespacedName) (st
 	for i := range copies.Items {
 		names[copies.Items[i].Name] = true
 	}
+	listed := r.clock()
 	users := map[string]string{}
-	opts := []client.ListOption{client.InNamespace(key.Namespace), client.Limit(podListPage)}
-	for {
+	if _, err := r.eachUnfinishedPod(ctx, func(p *corev1.Pod) error {
+		for _, ref := range p.Spec.ImagePullSecrets {
+			if names[ref.Name] {
+				users[ref.Name] = p.Name
+			}
+		}
+		return nil
+	}, client.InNamespace(key.Namespace)); err != nil {
+		return "", fmt.Errorf("list pods in namespace %q: %w", key.Namespace, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.podChecks[key.Namespace]; c != nil {
+		c.listed, c.users = listed, users
+	}
+	return users[key.Name], nil
+}
+
+// eachUnfinishedPod lists the unfinished Pods that opts select, 500 a page, and calls fn with each until fn
+// returns an error. It returns the number of pages read. The field selector leaves finished Pods on the API
+// server; fn is not called with one that a server or a fake left in.
+func (r *Reconciler) eachUnfinishedPod(ctx context.Context, fn func(*corev1.Pod) error, opts ...client.ListOption) (int, error) {
+	opts = append(opts, client.MatchingFieldsSelector{Selector: unfinishedPods}, client.Limit(podListPage))
+	for pages, cont := 1, ""; ; pages++ {
 		pods := &corev1.PodList{}
-		if err := r.APIReader.List(ctx, pods, opts...); err != nil {
-			return "", fmt.Errorf("list pods in namespace %q: %w", key.Namespace, err)
+		if err := r.APIReader.List(ctx, pods, append(opts[:len(opts):len(opts)], client.Continue(cont))...); err != nil {
+			return pages, err
 		}
 		for i := range pods.Items {
 			p := &pods.Items[i]
 			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 				continue
 			}
-			for _, ref := range p.Spec.ImagePullSecrets {
-				if names[ref.Name] {
-					users[ref.Name] = p.Name
-				}
+			if err := fn(p); err != nil {
+				return pages, err
 			}
 		}
-		if pods.Continue == "" {
-			break
-		}
-		opts = []client.ListOption{client.InNamespace(key.Namespace), client.Limit(podListPage), client.Continue(pods.Continue)}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.podUse == nil {
-		r.podUse = map[string]podUse{}
-	}
-	for ns, u := range r.podUse { // keep only what can still answer
-		if now.Sub(u.listed) >= r.podUseTTL() {
-			delete(r.podUse, ns)
+		if cont = pods.Continue; cont == "" {
+			return pages, nil
 		}
 	}
-	r.podUse[key.Namespace] = podUse{listed: now, users: users}
-	return users[key.Name], nil
 }
 
 func (r *Reconciler) lookup(key types.NamespacedName) (verifiedCopy, bool) {

@@ -3,6 +3,8 @@ package reconciler
 import (
 	"context"
 	"fmt"
+	"maps"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,10 +62,17 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// countingClient counts the reads and writes that reach the API server.
+// countingClient counts the reads and writes that reach the API server, and records the Pod lists' field
+// selectors and the deletes' preconditions.
 type countingClient struct {
 	client.Client
-	reads, writes atomic.Int32
+	reads, lists, writes atomic.Int32
+
+	mu sync.Mutex
+	// fieldSelectors are the field selectors of the lists, in order.
+	fieldSelectors []string
+	// preconditions are those of the deletes, in order.
+	preconditions []metav1.Preconditions
 }
 
 func (c *countingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -71,9 +80,22 @@ func (c *countingClient) Get(ctx context.Context, key client.ObjectKey, obj clie
 	return c.Client.Get(ctx, key, obj, opts...)
 }
 
+// List passes the list on without its field selector, which the fake client serves only in the form
+// key=value; the reconciler filters Pods by phase itself as well.
 func (c *countingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
 	c.reads.Add(1)
-	return c.Client.List(ctx, list, opts...)
+	c.lists.Add(1)
+	lo := &client.ListOptions{}
+	lo.ApplyOptions(opts)
+	c.mu.Lock()
+	if lo.FieldSelector != nil {
+		c.fieldSelectors = append(c.fieldSelectors, lo.FieldSelector.String())
+	} else {
+		c.fieldSelectors = append(c.fieldSelectors, "")
+	}
+	c.mu.Unlock()
+	lo.FieldSelector = nil
+	return c.Client.List(ctx, list, lo)
 }
 
 func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
@@ -86,9 +108,28 @@ func (c *countingClient) Patch(ctx context.Context, obj client.Object, p client.
 	return c.Client.Patch(ctx, obj, p, opts...)
 }
 
+// Delete honours a UID precondition too, which the fake client ignores.
 func (c *countingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
 	c.writes.Add(1)
-	return c.Client.Delete(ctx, obj, opts...)
+	do := &client.DeleteOptions{}
+	do.ApplyOptions(opts)
+	c.mu.Lock()
+	if do.Preconditions != nil {
+		c.preconditions = append(c.preconditions, *do.Preconditions)
+	} else {
+		c.preconditions = append(c.preconditions, metav1.Preconditions{})
+	}
+	c.mu.Unlock()
+	if do.Preconditions != nil && do.Preconditions.UID != nil {
+		current := managed.PartialSecret()
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
+			return err
+		}
+		if current.UID != *do.Preconditions.UID {
+			return apierrors.NewConflict(corev1.Resource("secrets"), obj.GetName(), fmt.Errorf("UID precondition %s, object has %s", *do.Preconditions.UID, current.UID))
+		}
+	}
+	return c.Client.Delete(ctx, obj, do)
 }
 
 func dockerConfig(password string) []byte {
@@ -117,9 +158,16 @@ type fixture struct {
 	source *corev1.Secret
 }
 
-// newFixture builds a reconciler whose cache and API server both hold objs (the cache is a second fake
-// client over the same objects, so API reads and cache reads are told apart).
+// newFixture builds a reconciler whose cache and API server both hold objs (the cache is the API server's
+// fake client read directly, so that API reads and cache reads are told apart).
 func newFixture(t *testing.T, src *corev1.Secret, objs ...client.Object) *fixture {
+	t.Helper()
+	return newSplitFixture(t, src, nil, objs...)
+}
+
+// newSplitFixture is newFixture with a cache of its own holding cached, for a cache that lags behind the
+// API server; nil cached shares the API server's objects.
+func newSplitFixture(t *testing.T, src *corev1.Secret, cached []client.Object, objs ...client.Object) *fixture {
 	t.Helper()
 	matcher := testenv.Matcher(t, testConfig)
 	scheme := runtime.NewScheme()
@@ -131,15 +179,19 @@ func newFixture(t *testing.T, src *corev1.Secret, objs ...client.Object) *fixtur
 		all = append(all, src)
 	}
 	api := &countingClient{Client: fake.NewClientBuilder().WithScheme(scheme).WithObjects(all...).Build()}
+	cache := api.Client
+	if cached != nil {
+		cache = fake.NewClientBuilder().WithScheme(scheme).WithObjects(cached...).Build()
+	}
 	srcs := sources.Static{}
 	if src != nil {
 		srcs[config.SecretRef{Namespace: src.Namespace, Name: src.Name}] = src
 	}
-	f := &fixture{api: api, cache: api.Client, source: src}
+	f := &fixture{api: api, cache: cache, source: src}
 	f.r = &Reconciler{
 		Config:            config.NewStaticStore(matcher),
 		Sources:           srcs,
-		Cache:             api.Client,
+		Cache:             cache,
 		APIReader:         api,
 		Client:            api,
 		RevocationRecheck: time.Minute,
@@ -445,7 +497,7 @@ func TestReconcileNeverWritesWhatIsNotACopy(t *testing.T) {
 	}
 }
 
-func TestRevocationListsPodsOncePerNamespace(t *testing.T) {
+func TestRevocationListsPodsOncePerNamespaceForCopiesInUse(t *testing.T) {
 	// A tenant makes many Secrets in the form of a copy in a namespace that gets none, and a Pod that names
 	// them all, so that each is rechecked rather than deleted.
 	objs := []client.Object{namespace("team", nil)}
@@ -462,10 +514,165 @@ func TestRevocationListsPodsOncePerNamespace(t *testing.T) {
 			t.Errorf("s-%d: not kept for the Pod that uses it", i)
 		}
 	}
-	if reads := f.api.reads.Load(); reads != 1 {
-		t.Errorf("API reads = %d for %d candidates in one namespace, want 1 Pod list", reads, n)
+	// The first candidate reads itself and lists the Pods; the others are kept on that list's word.
+	if lists, reads := f.api.lists.Load(), f.api.reads.Load(); lists != 1 || reads != 2 {
+		t.Errorf("API lists = %d and reads = %d for %d candidates in use in one namespace, want 1 Pod list and 2 reads", lists, reads, n)
 	}
 	if writes := f.api.writes.Load(); writes != 0 {
 		t.Errorf("writes = %d, want 0", writes)
+	}
+}
+
+func TestRevocationListsPodsBeforeEachDelete(t *testing.T) {
+	// Two copies that no longer apply in one namespace. A Pod that names the second, created after the
+	// first was deleted, must keep it: the Pods are listed for each delete, never taken from an earlier list.
+	f := newFixture(t, nil, namespace("team", nil),
+		oldCopy(sourceSecret("s-0", dockerConfig("x")), "team"), oldCopy(sourceSecret("s-1", dockerConfig("x")), "team"))
+	f.reconcile(t, "team", "s-0")
+	if f.secret(t, "team", "s-0") != nil {
+		t.Fatal("s-0, which no Pod uses, was not deleted")
+	}
+	if err := f.api.Client.Create(context.Background(), podUsing("team", "s-1", corev1.PodPending)); err != nil {
+		t.Fatal(err)
+	}
+	if res := f.reconcile(t, "team", "s-1"); res.RequeueAfter == 0 {
+		t.Errorf("s-1 not requeued for its Pod")
+	}
+	if f.secret(t, "team", "s-1") == nil {
+		t.Error("s-1 was deleted although a Pod created before its check names it")
+	}
+	want := []string{"status.phase!=Succeeded,status.phase!=Failed", "status.phase!=Succeeded,status.phase!=Failed"}
+	if diff := cmp.Diff(want, f.api.fieldSelectors); diff != "" {
+		t.Errorf("Pod lists' field selectors (-want +got):\n%s", diff)
+	}
+}
+
+func TestRevocationDeletesOnWhatItReadForTheDelete(t *testing.T) {
+	src := sourceSecret("s-0", dockerConfig("x"))
+	// The cache saw the copy as uid "cached" at resourceVersion 999 (the fake's first).
+	cached := oldCopy(src, "team")
+	cached.UID = "cached"
+	for name, tc := range map[string]struct {
+		// live is the Secret the API server holds; nil: none.
+		live        func() *corev1.Secret
+		wantDeleted bool
+		wantRequeue bool
+	}{
+		"a copy edited since it was cached is deleted at its live resourceVersion": {
+			live: func() *corev1.Secret {
+				c := oldCopy(src, "team")
+				c.UID = "cached"
+				return c
+			},
+			wantDeleted: true,
+		},
+		"an old copy that took the cached one's place is deleted by its live UID": {
+			live: func() *corev1.Secret {
+				c := oldCopy(src, "team")
+				c.UID = "other"
+				return c
+			},
+			wantDeleted: true,
+		},
+		"a young copy that took the cached one's place waits": {
+			live: func() *corev1.Secret {
+				c := managed.Copy(src, "team")
+				c.UID, c.CreationTimestamp = "young", metav1.Now()
+				return c
+			},
+			wantRequeue: true,
+		},
+		"a Secret that lost the copy's form since it was cached is left alone": {
+			live: func() *corev1.Secret {
+				c := oldCopy(src, "team")
+				c.UID, c.Labels = "cached", nil
+				return c
+			},
+		},
+		"a copy already deleted is not deleted again": {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			objs := []client.Object{namespace("team", nil)}
+			var live *corev1.Secret
+			if tc.live != nil {
+				live = tc.live()
+				objs = append(objs, live)
+			}
+			f := newSplitFixture(t, nil, []client.Object{namespace("team", nil), cached.DeepCopy()}, objs...)
+			if live != nil {
+				// An edit that moves the live resourceVersion past the cached one.
+				live.Annotations = maps.Clone(live.Annotations)
+				live.Annotations["note"] = "edited"
+				if err := f.api.Update(context.Background(), live); err != nil {
+					t.Fatal(err)
+				}
+				if live.ResourceVersion == "999" {
+					t.Fatal("the edit did not move the resourceVersion")
+				}
+			}
+			res := f.reconcile(t, "team", "s-0")
+			if deleted := live != nil && f.secret(t, "team", "s-0") == nil; deleted != tc.wantDeleted {
+				t.Errorf("deleted = %v, want %v", deleted, tc.wantDeleted)
+			}
+			if requeued := res.RequeueAfter > 0; requeued != tc.wantRequeue {
+				t.Errorf("requeued after %v, want requeue %v", res.RequeueAfter, tc.wantRequeue)
+			}
+			var want []metav1.Preconditions
+			if tc.wantDeleted {
+				want = []metav1.Preconditions{{UID: &live.UID, ResourceVersion: &live.ResourceVersion}}
+			}
+			if diff := cmp.Diff(want, f.api.preconditions); diff != "" {
+				t.Errorf("delete preconditions (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRevocationBoundsPodListsPerNamespace(t *testing.T) {
+	// A tenant makes many Secrets in the form of a copy in a namespace that gets none, and no Pod names
+	// them: each delete takes a Pod list of its own, at most podListsPerRecheck per recheck period.
+	const n = 2*podListsPerRecheck + 3
+	objs := []client.Object{namespace("team", nil), namespace("other", nil), oldCopy(sourceSecret("s-0", dockerConfig("x")), "other")}
+	for i := range n {
+		objs = append(objs, oldCopy(sourceSecret(fmt.Sprintf("s-%d", i), dockerConfig("x")), "team"))
+	}
+	f := newFixture(t, nil, objs...)
+	now := time.Now()
+	f.r.now = func() time.Time { return now }
+	remaining := func() int {
+		list := &corev1.SecretList{}
+		if err := f.api.Client.List(context.Background(), list, client.InNamespace("team")); err != nil {
+			t.Fatal(err)
+		}
+		return len(list.Items)
+	}
+	left := n
+	for period := 0; left > 0; period++ {
+		lists := f.api.lists.Load()
+		for i := range n {
+			if f.secret(t, "team", fmt.Sprintf("s-%d", i)) == nil {
+				continue
+			}
+			if res := f.reconcile(t, "team", fmt.Sprintf("s-%d", i)); res.RequeueAfter > time.Minute {
+				t.Errorf("period %d: s-%d requeued after %v, beyond the recheck period", period, i, res.RequeueAfter)
+			}
+		}
+		if got := f.api.lists.Load() - lists; got > podListsPerRecheck {
+			t.Errorf("period %d: %d Pod lists in one namespace, want at most %d", period, got, podListsPerRecheck)
+		}
+		want := max(left-podListsPerRecheck, 0)
+		if got := remaining(); got != want {
+			t.Fatalf("period %d: %d Secrets left, want %d", period, got, want)
+		}
+		left = want
+		now = now.Add(time.Minute)
+	}
+	// Another namespace has a bound of its own.
+	f.reconcile(t, "other", "s-0")
+	if f.secret(t, "other", "s-0") != nil {
+		t.Error("the copy in another namespace waited for the tenant's namespace")
+	}
+	if n := len(f.r.podChecks); n > 2 {
+		t.Errorf("%d namespaces remembered, want at most the 2 checked", n)
 	}
 }
