@@ -676,3 +676,57 @@ func TestRevocationBoundsPodListsPerNamespace(t *testing.T) {
 		t.Errorf("%d namespaces remembered, want at most the 2 checked", n)
 	}
 }
+
+func TestFindMissingRecreatesAfterLeaderChange(t *testing.T) {
+	src := sourceSecret("quay-regcred", dockerConfig("v1"))
+	pod := func(ns, name string, phase corev1.PodPhase, refs ...string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Status: corev1.PodStatus{Phase: phase}}
+		for _, r := range refs {
+			p.Spec.ImagePullSecrets = append(p.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: r})
+		}
+		return p
+	}
+	objs := []client.Object{
+		namespace("psi", optIn), namespace("team", optIn), namespace("kept", optIn), namespace("done", optIn),
+		namespace("other", nil),
+		// Missing, named by a running and a pending Pod: asked for once.
+		pod("team", "a", corev1.PodRunning, "quay-regcred", "ecr-regcred", "their-own"),
+		pod("team", "b", corev1.PodPending, "quay-regcred"),
+		// Present: nothing to do.
+		managed.Copy(src, "kept"), pod("kept", "a", corev1.PodRunning, "quay-regcred"),
+		// Named only by finished Pods.
+		pod("done", "a", corev1.PodSucceeded, "quay-regcred"), pod("done", "b", corev1.PodFailed, "quay-regcred"),
+		// In a namespace that does not get it.
+		pod("other", "a", corev1.PodRunning, "quay-regcred"),
+		// The source itself, in an opted-in namespace.
+		pod("psi", "a", corev1.PodRunning, "quay-regcred"),
+	}
+	// A fresh reconciler, as a new leader has: it never saw a copy's delete.
+	f := newFixture(t, src, objs...)
+	var got []reconcile.Request
+	stats, err := f.r.FindMissing(context.Background(), func(req reconcile.Request) { got = append(got, req) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: "team", Name: "quay-regcred"}}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(ReferenceStats{Pages: 1, Pods: 5, Missing: 1}, stats); diff != "" {
+		t.Errorf("stats (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"status.phase!=Succeeded,status.phase!=Failed"}, f.api.fieldSelectors); diff != "" {
+		t.Errorf("Pod list's field selector (-want +got):\n%s", diff)
+	}
+	for _, req := range got {
+		f.reconcile(t, req.Namespace, req.Name)
+	}
+	if c := f.secret(t, "team", "quay-regcred"); c == nil || !managed.InSync(c, src) {
+		t.Errorf("copy named by unfinished Pods not recreated: %v", c)
+	}
+	for _, ns := range []string{"done", "other"} {
+		if f.secret(t, ns, "quay-regcred") != nil {
+			t.Errorf("copy created in namespace %q", ns)
+		}
+	}
+}

@@ -35,8 +35,10 @@ const copyNameIndex = "name"
 type Options struct {
 	// Workers is the number of copies reconciled at once.
 	Workers int
-	// ResyncPeriod is how often every copy is looked at again, behind the watch events. A copy that has
-	// not changed since it was last seen in step costs no API call.
+	// ResyncPeriod is how often every copy is looked at again, behind the watch events, and how often the
+	// unfinished Pods are listed for the copies they name that are missing (see Reconciler.FindMissing);
+	// 0 looks at copies from events alone and lists the Pods once, when this replica starts leading. A
+	// copy that has not changed since it was last seen in step costs no API call.
 	ResyncPeriod time.Duration
 	// RevocationRecheck: see Reconciler.RevocationRecheck.
 	RevocationRecheck time.Duration
@@ -108,6 +110,12 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 	}
 	if err := ctl.Watch(source.Func(t.run)); err != nil {
 		return nil, fmt.Errorf("watch triggers: %w", err)
+	}
+	// A copy deleted while no leader ran has no delete event for this leader to see: a pass over the
+	// unfinished Pods finds the copies they name that are missing, at start and every resync.
+	refs := &referencePass{r: r, period: opts.ResyncPeriod, synced: mgr.GetCache().WaitForCacheSync}
+	if err := ctl.Watch(source.Func(refs.run)); err != nil {
+		return nil, fmt.Errorf("watch the copies Pods reference: %w", err)
 	}
 	if opts.ResyncPeriod > 0 {
 		if err := mgr.Add(&resync{period: opts.ResyncPeriod, trigger: t}); err != nil {

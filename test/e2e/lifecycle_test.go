@@ -282,6 +282,94 @@ func TestDeletedCopyIsRecreated(t *testing.T) {
 	t.Logf("deleted copy recreated after %v", took)
 }
 
+// refsConfig is the configuration of TestNewLeaderRecreatesReferencedCopies, on a control plane of its own.
+const refsConfig = `
+registries:
+  - registry: refs.example.com
+    secret: {namespace: pullsecret-injector, name: refs-regcred}
+`
+
+// TestNewLeaderRecreatesReferencedCopies stops the only replica, deletes two copies while none runs, and
+// starts another: the copy that an unfinished Pod references comes back, the one no Pod references does
+// not. The new replica never saw the deletes; it learns of the first from the Pod. It runs against a
+// control plane of its own, so that no other reconciler sees the deletes.
+func TestNewLeaderRecreatesReferencedCopies(t *testing.T) {
+	const name, image = "refs-regcred", "refs.example.com/team/app:1"
+	ctx := context.Background()
+	plane, cs := ownControlPlane(t)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sourceNamespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	source, err := cs.CoreV1().Secrets(sourceNamespace).Create(ctx, pullSecret(name, "refs.example.com"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--leader-election-id", "refs",
+		"--leader-election-lease-duration", leaseDuration.String(),
+		"--leader-election-renew-deadline", renewDeadline.String(),
+		"--leader-election-retry-period", retryPeriod.String()}
+	first, err := plane.StartWebhook(ctx, binary, []byte(refsConfig), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfterTest(t, first)
+	registerWebhook(t, cs, plane.MutatingWebhookConfiguration("refs", first.Port, &metav1.LabelSelector{MatchLabels: optIn()}))
+
+	// used keeps a Pod that never starts (no kubelet here): Pending, unfinished. idle's Pod is deleted.
+	copies := map[string]*corev1.Secret{}
+	for _, ns := range []string{"refs-used", "refs-idle"} {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: optIn()}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := testenv.WaitForMutation(ctx, cs, ns, image, name); err != nil {
+			t.Fatal(err)
+		}
+		pod, _, err := plane.CreatePod(ctx, ns, podWith("app", image))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{name}, refNames(pod)); diff != "" {
+			t.Fatalf("namespace %s: imagePullSecrets (-want +got):\n%s", ns, diff)
+		}
+		if copies[ns], err = cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+			t.Fatalf("copy made at admission: %v", err)
+		}
+	}
+	if err := cs.CoreV1().Pods("refs-idle").Delete(ctx, "app", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, first, syncBound, acquiredLease)
+
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for ns, c := range copies {
+		if err := cs.CoreV1().Secrets(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &c.UID}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	second, err := plane.StartWebhook(ctx, binary, []byte(refsConfig), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfterTest(t, second)
+	took := eventually(t, syncBound, "copy an unfinished Pod references recreated by the new leader", func() (bool, error) {
+		got, err := cs.CoreV1().Secrets("refs-used").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		return got.UID != copies["refs-used"].UID && bytes.Equal(got.Data[corev1.DockerConfigJsonKey], source.Data[corev1.DockerConfigJsonKey]) &&
+			managed.IsCopy(got), nil
+	}, func() string { return tail(second.Log(), 30) })
+	t.Logf("copy deleted while no leader ran recreated %v after the new replica started", took)
+	// The pass that found it has finished and found only it: the copy no Pod references stays deleted.
+	waitForLog(t, second, syncBound, "Unfinished Pods reference missing copies", `"missing":1`)
+	if _, err := cs.CoreV1().Secrets("refs-idle").Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("copy that no Pod references: %v, want it left deleted", err)
+	}
+}
+
 // TestSourceAppearsLater admits Pods whose source does not exist yet, then creates the source.
 func TestSourceAppearsLater(t *testing.T) {
 	const name, image = "appears-regcred", "appears.example.com/team/app:1"
