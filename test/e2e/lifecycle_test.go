@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
@@ -161,6 +162,8 @@ func TestRotationReachesEveryCopy(t *testing.T) {
 	}
 	createPod(t, theirsNS, podWith("app", image))
 
+	// The kubelet's credential verification records each copy's UID: a rotation must keep it.
+	uids := copyUIDs(t, name, namespaces)
 	rotated := rotatedConfig(registry, "second")
 	source := setSourceData(t, name, rotated)
 	took := eventually(t, syncBound, "rotation reaches every copy", func() (bool, error) {
@@ -168,6 +171,9 @@ func TestRotationReachesEveryCopy(t *testing.T) {
 		return ok, nil
 	}, func() string { _, d := allHold(t, name, namespaces, rotated); return d })
 	t.Logf("rotation reached the last of %d copies %v after the source was updated", len(namespaces), took)
+	if diff := cmp.Diff(uids, copyUIDs(t, name, namespaces)); diff != "" {
+		t.Errorf("copies' UIDs changed by the rotation (-before +after):\n%s", diff)
+	}
 	waitForEvent(t, namespaces[0], name, events.ReasonCopyUpdated, "source changed")
 
 	if got := getSecret(t, theirsNS, name); got.ResourceVersion != theirs.ResourceVersion {
@@ -215,6 +221,28 @@ func TestRotationReachesEveryCopy(t *testing.T) {
 		ok, _ := allHold(t, name, namespaces, third)
 		return ok, nil
 	}, func() string { _, d := allHold(t, name, namespaces, third); return d })
+	if diff := cmp.Diff(uids, copyUIDs(t, name, namespaces)); diff != "" {
+		t.Errorf("copies' UIDs changed by a source deleted and created again (-before +after):\n%s", diff)
+	}
+}
+
+// copyUIDs returns the UID of the copy of name in each of namespaces, once every one exists.
+func copyUIDs(t *testing.T, name string, namespaces []string) map[string]types.UID {
+	t.Helper()
+	uids := map[string]types.UID{}
+	eventually(t, syncBound, "a copy in every namespace", func() (bool, error) {
+		copies := copiesNamed(t, name)
+		clear(uids)
+		for _, ns := range namespaces {
+			c, ok := copies[ns]
+			if !ok {
+				return false, nil
+			}
+			uids[ns] = c.UID
+		}
+		return true, nil
+	}, func() string { return fmt.Sprintf("copies in %d of %d namespaces", len(uids), len(namespaces)) })
+	return uids
 }
 
 // TestDriftIsRestored edits a copy's data, then makes it immutable with other data: both are undone.
@@ -245,6 +273,10 @@ func TestDriftIsRestored(t *testing.T) {
 	}
 	took := eventually(t, syncBound, "edited copy restored", restored, describe)
 	t.Logf("edited copy restored after %v", took)
+	// Restored in place: the kubelet's credential verification records the copy's UID.
+	if got := getSecret(t, ns, name); got.UID != cp.UID {
+		t.Errorf("edited copy restored by a new Secret: UID %s -> %s, want it updated in place", cp.UID, got.UID)
+	}
 
 	cp = getSecret(t, ns, name)
 	cp.Data = map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig("attacker.example.com")}
