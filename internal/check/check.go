@@ -1,7 +1,8 @@
 // Package check is the `pullsecret-injector check` subcommand: for each image given, it says which
 // configuration entries match and why in the kubelet's terms, which Secret a Pod would get, and, with a
 // cluster, whether the namespace is selected and whether the source Secret holds a credential the kubelet
-// can use. It prints registry hosts and Secret names, never Secret data.
+// can use. It prints registry hosts and Secret names, never Secret data: what it shows of a source
+// Secret's auths keys comes from credcheck, through redact.Text.
 package check
 
 import (

@@ -246,6 +246,19 @@ func TestRunWithCluster(t *testing.T) {
 				`    source exists; credential empty_credentials: entry "quay.io": auths keys "quay.io" match its images but carry no username or password`,
 				`    kubelet offers auths keys "quay.io" for this image, without a username or password`,
 			}},
+		{name: "user information in a key is never shown", namespace: "shop", image: "quay.io/x",
+			objects: []runtime.Object{dockerConfigSecret("quay-regcred", "https://robot:fake-password-123@quay.io", fakeAuth)},
+			wantLines: []string{
+				`    source exists; credential ok (auths keys "https://<redacted>@quay.io")`,
+				`    kubelet offers auths keys "https://<redacted>@quay.io" for this image`,
+				"  result: gets quay-regcred",
+			}},
+		{name: "user information in a key that does not match is never shown", namespace: "shop", image: "quay.io/x",
+			objects: []runtime.Object{dockerConfigSecret("quay-regcred", "robot:fake-password-123@ghcr.io/team?token=fake-password-123", fakeAuth)},
+			status:  ExitNothing,
+			wantLines: []string{
+				`    source exists; credential no_matching_key: entry "quay.io": no auths key is used by the kubelet for its images; the keys are "<redacted>@ghcr.io/team?<redacted>"`,
+			}},
 		{name: "without a namespace sources are still checked", image: "quay.io/x",
 			status: ExitNothing,
 			wantLines: []string{
