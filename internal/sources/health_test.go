@@ -227,8 +227,9 @@ func TestHealthShowsNoCredentialOfAKey(t *testing.T) {
 		t.Fatalf("events %q, want one", got)
 	}
 	note := strings.TrimPrefix(got[0], "Warning "+psievents.ReasonSourceInvalid+" ")
-	if len(note) > psievents.NoteLimit || !strings.HasSuffix(note, "...") {
-		t.Errorf("note of %d bytes ending %q, want it cut to %d bytes with an ellipsis", len(note), note[max(0, len(note)-10):], psievents.NoteLimit)
+	if len(note) > psievents.NoteLimit || !strings.HasSuffix(note, "...") || !strings.HasPrefix(note, "no_matching_key: ") {
+		t.Errorf("note of %d bytes, %q...%q; want it to start with the reason and be cut to %d bytes with an ellipsis",
+			len(note), note[:min(len(note), 20)], note[max(0, len(note)-10):], psievents.NoteLimit)
 	}
 	for name, text := range map[string]string{"problem": problem, "event": got[0], "log": logged.String()} {
 		if strings.Contains(text, password) || strings.Contains(text, "dTpw") {
