@@ -1,7 +1,8 @@
 // Package check is the `pullsecret-injector check` subcommand: for each image given, it says which
 // configuration entries match and why in the kubelet's terms, which Secret a Pod would get, and, with a
 // cluster, whether the namespace is selected and whether the source Secret holds a credential the kubelet
-// can use. It prints registry hosts and Secret names, never Secret data.
+// can use. It prints registry hosts and Secret names, never Secret data: what it shows of a source
+// Secret's auths keys comes from credcheck, through redact.Text.
 package check
 
 import (
@@ -40,6 +41,12 @@ const (
 	ExitCluster = 3
 )
 
+// notServed says what pulls an image this project gives no Secret for, so that "gets nothing" is not read
+// as "cannot be pulled": the kubelet offers every credential it has for the image, from all its sources.
+const notServed = "  not served by pullsecret-injector: the kubelet pulls it with the node's credentials, a kubelet " +
+	"credential provider (which can use the Pod's ServiceAccount token) or pull secrets the Pod has of its own, " +
+	"never with a Secret from this project"
+
 // timeout bounds all cluster reads of one run.
 const timeout = 30 * time.Second
 
@@ -47,7 +54,9 @@ const usage = `Usage: pullsecret-injector check [--config FILE] [--kubeconfig PA
 
 Says, for each image, which registries entries match it and why, which Secret a Pod gets for it, and,
 with --kubeconfig, whether the Pod's namespace is selected and whether each source Secret exists and holds
-a credential the kubelet can use for the entry. Secret data is never printed.
+a credential the kubelet can use for the entry. An image that gets no Secret is pulled with the node's
+credentials, a kubelet credential provider or the Pod's own pull secrets. IMAGE is any image reference.
+Secret data is never printed.
 
 Exit status: 0 every image gets a Secret; 1 some image gets nothing (or, with --kubeconfig, only Secrets
 whose source is missing or unusable); 2 usage or configuration error; 3 the cluster could not be read.
@@ -321,9 +330,11 @@ func (r *runner) image(ctx context.Context, image string) bool {
 	switch {
 	case !anyMatch:
 		r.out.println("  no entry matches")
+		r.out.println(notServed)
 		r.out.println("  result: gets nothing")
 		return false
 	case len(referenced) == 0:
+		r.out.println(notServed)
 		r.out.println("  result: gets nothing (no matching entry applies in this namespace)")
 		return false
 	case len(usable) == 0:

@@ -101,6 +101,7 @@ myorg/app
 ghcr.io/x/y
   repository ghcr.io/x/y
   no entry matches
+  not served by pullsecret-injector: the kubelet pulls it with the node's credentials, a kubelet credential provider (which can use the Pod's ServiceAccount token) or pull secrets the Pod has of its own, never with a Secret from this project
   result: gets nothing
 `,
 		},
@@ -115,6 +116,18 @@ quay.io/x/y
   registries[1] *.dkr.ecr.eu-west-1.amazonaws.com does not match: host quay.io has 2 DNS labels, the pattern 6 (a '*' never crosses a dot)
   registries[2] docker.io/myorg does not match: host quay.io is not docker.io
   registries[3] https://index.docker.io/v1/ does not match: it stands for Docker Hub images only (the kubelet's index.docker.io fallback)
+  registries[4] quay.io matches host quay.io, any path
+    secret pullsecret-injector/quay-regcred
+    namespace not evaluated (no entry namespaceSelector)
+  result: gets quay-regcred (if the selectors select the namespace; sources not checked)
+`,
+		},
+		{
+			name:  "an image volume's reference by digest is checked like any image",
+			image: "quay.io/models/llm@sha256:" + strings.Repeat("a", 64),
+			want: `
+quay.io/models/llm@sha256:` + strings.Repeat("a", 64) + `
+  repository quay.io/models/llm
   registries[4] quay.io matches host quay.io, any path
     secret pullsecret-injector/quay-regcred
     namespace not evaluated (no entry namespaceSelector)
@@ -197,6 +210,7 @@ func TestRunWithCluster(t *testing.T) {
 			status: ExitNothing,
 			wantLines: []string{
 				"    namespace not selected by the entry namespaceSelector team=payments: this entry adds nothing here",
+				notServed,
 				"  result: gets nothing (no matching entry applies in this namespace)",
 			}},
 		{name: "namespace that opted out gets nothing", namespace: "legacy", image: "quay.io/x",
@@ -204,6 +218,7 @@ func TestRunWithCluster(t *testing.T) {
 			wantLines: []string{
 				"namespace legacy (pullsecret-injector.io/inject=disabled): not opted in: Pods there are never mutated; not selected by namespaceSelector pullsecret-injector.io/inject=enabled",
 				"    namespace not opted in",
+				notServed,
 				"  result: gets nothing (no matching entry applies in this namespace)",
 			}},
 		{name: "missing source is no usable credential", namespace: "shop", image: "registry.example.com:5000/team-a/api",
@@ -245,6 +260,19 @@ func TestRunWithCluster(t *testing.T) {
 			wantLines: []string{
 				`    source exists; credential empty_credentials: entry "quay.io": auths keys "quay.io" match its images but carry no username or password`,
 				`    kubelet offers auths keys "quay.io" for this image, without a username or password`,
+			}},
+		{name: "user information in a key is never shown", namespace: "shop", image: "quay.io/x",
+			objects: []runtime.Object{dockerConfigSecret("quay-regcred", "https://robot:fake-password-123@quay.io", fakeAuth)},
+			wantLines: []string{
+				`    source exists; credential ok (auths keys "https://<redacted>@quay.io")`,
+				`    kubelet offers auths keys "https://<redacted>@quay.io" for this image`,
+				"  result: gets quay-regcred",
+			}},
+		{name: "user information in a key that does not match is never shown", namespace: "shop", image: "quay.io/x",
+			objects: []runtime.Object{dockerConfigSecret("quay-regcred", "robot:fake-password-123@ghcr.io/team?token=fake-password-123", fakeAuth)},
+			status:  ExitNothing,
+			wantLines: []string{
+				`    source exists; credential no_matching_key: entry "quay.io": no auths key is used by the kubelet for its images; the keys are "<redacted>@ghcr.io/team?<redacted>"`,
 			}},
 		{name: "without a namespace sources are still checked", image: "quay.io/x",
 			status: ExitNothing,

@@ -4,8 +4,11 @@
 // "username"/"password") and matches keys with the project's kubelet-compatible patterns.
 //
 // It is pure and meant for when a source changes, not for every admission. Messages name entries and the
-// auths keys (registry hosts) but never a credential: JSON errors are reduced to their kind and offset,
-// because encoding/json messages can quote the input.
+// auths keys (registry hosts) but never a credential: every string taken from the Secret (a key, the
+// error of parsing one, the Secret's type) goes through redact.Text, which removes a key's user
+// information and query (the kubelet drops both and uses the rest, so "https://robot:pw@quay.io" is a
+// working key), and JSON errors are reduced to their kind and offset, because encoding/json messages can
+// quote the input.
 package credcheck
 
 import (
@@ -20,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/redact"
 )
 
 // Reason is a machine-friendly outcome of Check, from the fixed set reasons: fit for a metric label.
@@ -56,14 +60,8 @@ var reasons = []Reason{
 }
 
 // maxKeysShown bounds how many auths keys a message lists, so that a Secret with thousands of keys does
-// not make an unbounded Event or log line.
+// not make an unbounded Event or log line. redact.Text bounds each key, and why it is never used.
 const maxKeysShown = 10
-
-// maxKeyLen bounds how much of one auths key a message quotes.
-const maxKeyLen = 100
-
-// maxWhyLen bounds why a listed key is never used: that text can quote the key's host or path too.
-const maxWhyLen = 300
 
 // Result is the outcome of Check.
 type Result struct {
@@ -75,7 +73,8 @@ type Result struct {
 	// Message says what is wrong, naming the entry patterns and the Secret's auths keys, never a
 	// credential.
 	Message string
-	// Keys are the Secret's auths keys, sorted. They are registry hosts, not credentials.
+	// Keys are the Secret's auths keys, sorted, as redact.Text shows them: registry hosts and paths,
+	// without the user information or query a key may carry.
 	Keys []string
 }
 
@@ -128,7 +127,7 @@ func Check(typ corev1.SecretType, data map[string][]byte, patterns []config.Patt
 	if failed != nil {
 		return *failed
 	}
-	names := keyNames(keys)
+	names := shown(keyNames(keys))
 	res := Result{OK: true, Reason: ReasonOK, Keys: names}
 	var partial []string
 	for _, p := range patterns {
@@ -149,9 +148,9 @@ func Check(typ corev1.SecretType, data map[string][]byte, patterns []config.Patt
 }
 
 // ForImage returns the auths keys whose credentials the kubelet offers for repository (a
-// config.NormalizeImage result), and whether any of them carries a username or password. It returns
-// nothing for a Secret that Check fails as a whole (type, data, JSON, auth), since the kubelet uses none of
-// it then.
+// config.NormalizeImage result), as redact.Text shows them, and whether any of them carries a username or
+// password. It returns nothing for a Secret that Check fails as a whole (type, data, JSON, auth), since the
+// kubelet uses none of it then.
 func ForImage(typ corev1.SecretType, data map[string][]byte, repository string) (offered []string, credential bool) {
 	keys, failed := parse(typ, data)
 	if failed != nil {
@@ -166,7 +165,7 @@ func ForImage(typ corev1.SecretType, data map[string][]byte, repository string) 
 		}
 	}
 	for _, i := range config.Lookup(patterns, repository) {
-		offered = append(offered, usable[i].name)
+		offered = append(offered, redact.Text(usable[i].name))
 		credential = credential || usable[i].hasCredential
 	}
 	return offered, credential
@@ -175,8 +174,8 @@ func ForImage(typ corev1.SecretType, data map[string][]byte, repository string) 
 // parse reads the Secret as the kubelet does. A non-nil Result means the kubelet uses none of it.
 func parse(typ corev1.SecretType, data map[string][]byte) ([]authKey, *Result) {
 	if typ != corev1.SecretTypeDockerConfigJson {
-		r := fail(ReasonWrongType, nil, fmt.Sprintf("the Secret has type %q, not %q; the kubelet reads pull secrets of type %q only here",
-			truncate(string(typ)), corev1.SecretTypeDockerConfigJson, corev1.SecretTypeDockerConfigJson))
+		r := fail(ReasonWrongType, nil, fmt.Sprintf("the Secret has type %s, not %q; the kubelet reads pull secrets of type %q only here",
+			quote(string(typ)), corev1.SecretTypeDockerConfigJson, corev1.SecretTypeDockerConfigJson))
 		return nil, &r
 	}
 	raw := data[corev1.DockerConfigJsonKey]
@@ -187,7 +186,7 @@ func parse(typ corev1.SecretType, data map[string][]byte) ([]authKey, *Result) {
 	var doc dockerConfigJSON
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		r := fail(ReasonInvalidJSON, nil, fmt.Sprintf("%s is %s; the kubelet refuses the whole Secret and every pull of a Pod that references it",
-			corev1.DockerConfigJsonKey, describeJSONError(err)))
+			corev1.DockerConfigJsonKey, redact.Text(describeJSONError(err))))
 		return nil, &r
 	}
 	names := slices.Sorted(maps.Keys(doc.Auths))
@@ -195,12 +194,21 @@ func parse(typ corev1.SecretType, data map[string][]byte) ([]authKey, *Result) {
 	for _, name := range names {
 		k, reason, msg := parseKey(name, doc.Auths[name])
 		if reason != "" {
-			r := fail(reason, names, msg)
+			r := fail(reason, shown(names), msg)
 			return nil, &r
 		}
 		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// shown returns auths keys as redact.Text shows them, for Result.Keys.
+func shown(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = redact.Text(n)
+	}
+	return out
 }
 
 func keyNames(keys []authKey) []string {
@@ -234,14 +242,14 @@ func parseKey(name string, raw json.RawMessage) (authKey, Reason, string) {
 	var e dockerConfigEntry
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return k, ReasonInvalidJSON, fmt.Sprintf("auths key %s is %s; the kubelet refuses the whole Secret and every pull of a Pod that references it",
-			quoteKey(name), describeJSONError(err))
+			quote(name), redact.Text(describeJSONError(err)))
 	}
 	username, password := e.Username, e.Password
 	if e.Auth != "" {
 		var err error
 		if username, password, err = decodeAuth(e.Auth); err != nil {
 			return k, ReasonInvalidAuth, fmt.Sprintf("the auth value of auths key %s %v; the kubelet refuses the whole Secret and every pull of a Pod that references it",
-				quoteKey(name), err)
+				quote(name), err)
 		}
 	}
 	k.hasCredential = username != "" || password != ""
@@ -316,24 +324,24 @@ func filter(ks []authKey, keep func(authKey) bool) []authKey {
 }
 
 // listKeys lists keys for a message: quoted, bounded in number and length, keys the kubelet cannot use
-// marked.
+// marked with why, which can quote the key too.
 func listKeys(keys []authKey) string {
 	if len(keys) == 0 {
 		return "none (auths is empty)"
 	}
 	return quoteList(len(keys), func(i int) string {
-		s := quoteKey(keys[i].name)
+		s := quote(keys[i].name)
 		if keys[i].parseErr != nil {
-			s += " (never used: " + truncateTo(keys[i].parseErr.Error(), maxWhyLen) + ")"
+			s += " (never used: " + redact.Text(keys[i].parseErr.Error()) + ")"
 		}
 		return s
 	})
 }
 
-// QuoteKeys lists auths keys, such as Result.Keys, for a message or a report: quoted, bounded in number and
-// length as Check's messages are.
+// QuoteKeys lists auths keys, such as Result.Keys, for a message or a report: through redact.Text, quoted,
+// and bounded in number as Check's messages are.
 func QuoteKeys(names []string) string {
-	return quoteList(len(names), func(i int) string { return quoteKey(names[i]) })
+	return quoteList(len(names), func(i int) string { return quote(names[i]) })
 }
 
 // quoteList joins the first maxKeysShown of n items and says how many more there are.
@@ -348,19 +356,11 @@ func quoteList(n int, item func(i int) string) string {
 	return strings.Join(parts, ", ")
 }
 
-func quoteKey(name string) string {
-	return fmt.Sprintf("%q", truncate(name))
-}
-
-func truncate(s string) string {
-	return truncateTo(s, maxKeyLen)
-}
-
-func truncateTo(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
+// quote quotes text from the Secret, such as an auths key or a key that redact.Text already showed: Text
+// changes nothing the second time. Only the quote is escaped, so that a key cannot pass for several keys
+// in a list, and the escapes of Text read as they are.
+func quote(name string) string {
+	return `"` + strings.ReplaceAll(redact.Text(name), `"`, `\"`) + `"`
 }
 
 // describeJSONError describes err without its text, which can quote the input (a SyntaxError names the

@@ -2,17 +2,24 @@ package credcheck
 
 import (
 	"encoding/base64"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/redact"
 )
 
 // secretPassword is the password of every credential below; no message may contain it.
 const secretPassword = "hunter2-do-not-print"
+
+// encodedPassword is secretPassword percent-encoded as in a key's user information; no message may contain
+// it either.
+const encodedPassword = "hunt%65r2-do-not-print"
 
 var goodAuth = base64.StdEncoding.EncodeToString([]byte("robot:" + secretPassword))
 
@@ -37,16 +44,54 @@ func patterns(t *testing.T, ss ...string) []config.Pattern {
 	return out
 }
 
+// checkCase is a case of TestCheck or TestNoCredentialInOutput.
+type checkCase struct {
+	name     string
+	typ      corev1.SecretType
+	data     map[string][]byte
+	patterns []string
+	want     Reason
+	// wantInMessage are substrings the message must have.
+	wantInMessage []string
+}
+
+// run checks the case's Reason and message, and that neither the message, nor the keys, nor what
+// QuoteKeys and ForImage make of them, shows a credential or a character that is not printable.
+func (tt checkCase) run(t *testing.T) {
+	t.Helper()
+	typ := tt.typ
+	if typ == "" {
+		typ = corev1.SecretTypeDockerConfigJson
+	}
+	got := Check(typ, tt.data, patterns(t, tt.patterns...))
+	if got.Reason != tt.want {
+		t.Fatalf("Reason = %q, want %q; message: %s", got.Reason, tt.want, got.Message)
+	}
+	wantOK := tt.want == ReasonOK || tt.want == ReasonPartial
+	if got.OK != wantOK {
+		t.Errorf("OK = %v, want %v", got.OK, wantOK)
+	}
+	if !got.OK && got.Message == "" {
+		t.Error("a failed check has no message")
+	}
+	for _, s := range tt.wantInMessage {
+		if !strings.Contains(got.Message, s) {
+			t.Errorf("message %q does not contain %q", got.Message, s)
+		}
+	}
+	texts := append([]string{got.Message, QuoteKeys(got.Keys)}, got.Keys...)
+	for _, p := range tt.patterns {
+		offered, _ := ForImage(typ, tt.data, strings.ReplaceAll(p, "*", "a")+"/app")
+		texts = append(append(texts, QuoteKeys(offered)), offered...)
+	}
+	for _, text := range texts {
+		assertNoSecret(t, text, secretPassword, encodedPassword, "hunter2", goodAuth)
+		assertPrintable(t, text)
+	}
+}
+
 func TestCheck(t *testing.T) {
-	tests := []struct {
-		name     string
-		typ      corev1.SecretType
-		data     map[string][]byte
-		patterns []string
-		want     Reason
-		// wantInMessage are substrings the message must have.
-		wantInMessage []string
-	}{
+	tests := []checkCase{
 		{name: "host key serves a host entry", data: dockerConfig(entry("registry.example.com")),
 			patterns: []string{"registry.example.com"}, want: ReasonOK},
 		{name: "host key serves a path-prefixed entry", data: dockerConfig(entry("registry.example.com:5000")),
@@ -139,29 +184,7 @@ func TestCheck(t *testing.T) {
 			patterns: []string{"quay.io"}, want: ReasonWrongType},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			typ := tt.typ
-			if typ == "" {
-				typ = corev1.SecretTypeDockerConfigJson
-			}
-			got := Check(typ, tt.data, patterns(t, tt.patterns...))
-			if got.Reason != tt.want {
-				t.Fatalf("Reason = %q, want %q; message: %s", got.Reason, tt.want, got.Message)
-			}
-			wantOK := tt.want == ReasonOK || tt.want == ReasonPartial
-			if got.OK != wantOK {
-				t.Errorf("OK = %v, want %v", got.OK, wantOK)
-			}
-			if !got.OK && got.Message == "" {
-				t.Error("a failed check has no message")
-			}
-			for _, s := range tt.wantInMessage {
-				if !strings.Contains(got.Message, s) {
-					t.Errorf("message %q does not contain %q", got.Message, s)
-				}
-			}
-			assertNoSecret(t, got.Message, secretPassword, goodAuth)
-		})
+		t.Run(tt.name, tt.run)
 	}
 }
 
@@ -183,8 +206,9 @@ func TestCheckKeysAreSortedAndBounded(t *testing.T) {
 	if got.Reason != ReasonNoMatchingKey || !strings.Contains(got.Message, "and 40 more") {
 		t.Errorf("got %q %q, want no_matching_key listing 10 keys and 40 more", got.Reason, got.Message)
 	}
-	if len(got.Message) > 2000 {
-		t.Errorf("message is %d bytes long, want it bounded", len(got.Message))
+	// Ten keys of at most redact.MaxLen bytes, quoted, and the text around them.
+	if bound := maxKeysShown*(redact.MaxLen+4) + 200; len(got.Message) > bound {
+		t.Errorf("message is %d bytes long, want at most %d", len(got.Message), bound)
 	}
 
 	// Why a key is never used quotes its path, which must not make the message unbounded either.
@@ -196,8 +220,9 @@ func TestCheckKeysAreSortedAndBounded(t *testing.T) {
 	if got.Reason != ReasonNoMatchingKey || !strings.Contains(got.Message, "never used: path") {
 		t.Errorf("got %q %q, want no_matching_key saying why the keys are never used", got.Reason, got.Message)
 	}
-	if len(got.Message) > 5000 {
-		t.Errorf("message is %d bytes long, want it bounded", len(got.Message))
+	// Ten keys and why each is never used, both of at most redact.MaxLen bytes, and the text around them.
+	if bound := maxKeysShown*(2*redact.MaxLen+20) + 200; len(got.Message) > bound {
+		t.Errorf("message is %d bytes long, want at most %d", len(got.Message), bound)
 	}
 }
 
@@ -294,16 +319,78 @@ func TestRefused(t *testing.T) {
 }
 
 func TestQuoteKeys(t *testing.T) {
-	names := []string{strings.Repeat("a", 150) + ".example.com"}
+	names := []string{strings.Repeat("a", 300) + ".example.com"}
 	for i := range 11 {
 		names = append(names, string(rune('b'+i))+".example.com")
 	}
-	want := `"` + strings.Repeat("a", 100) + `...", "b.example.com", "c.example.com", "d.example.com", "e.example.com", ` +
+	want := `"` + strings.Repeat("a", redact.MaxLen-3) + `...", "b.example.com", "c.example.com", "d.example.com", "e.example.com", ` +
 		`"f.example.com", "g.example.com", "h.example.com", "i.example.com", "j.example.com", and 2 more`
 	if diff := cmp.Diff(want, QuoteKeys(names)); diff != "" {
 		t.Errorf("QuoteKeys (-want +got):\n%s", diff)
 	}
 	if got := QuoteKeys(names[1:3]); got != `"b.example.com", "c.example.com"` {
 		t.Errorf("QuoteKeys of two keys = %s", got)
+	}
+	// A quote in a key is escaped, so that one key cannot pass for two.
+	if got := QuoteKeys([]string{`a.io", "b.io`}); got != `"a.io\", \"b.io"` {
+		t.Errorf("QuoteKeys of a key with quotes = %s", got)
+	}
+}
+
+// TestNoCredentialInOutput plants credentials where a Secret's author can put them besides the auths values:
+// in a key's user information (which the kubelet drops and uses the rest of the key) and its query, in
+// every shape url.Parse or a person would take for one. No message, key list or QuoteKeys text may show
+// them, whatever the outcome of the check.
+func TestNoCredentialInOutput(t *testing.T) {
+	tests := []checkCase{
+		{name: "user information in a key that serves the entry", data: dockerConfig(entry("https://robot:" + secretPassword + "@quay.io")),
+			patterns: []string{"quay.io"}, want: ReasonOK},
+		{name: "user information in a key listed as not matching", data: dockerConfig(entry("https://robot:" + secretPassword + "@other.example.com")),
+			patterns: []string{"quay.io"}, want: ReasonNoMatchingKey, wantInMessage: []string{`"https://<redacted>@other.example.com"`}},
+		{name: "user information in a key without a scheme", data: dockerConfig(entry("robot:" + secretPassword + "@other.example.com:5000/team")),
+			patterns: []string{"quay.io"}, want: ReasonNoMatchingKey, wantInMessage: []string{`"<redacted>@other.example.com:5000/team"`}},
+		{name: "a user name alone", data: dockerConfig(entry(secretPassword + "@other.example.com")),
+			patterns: []string{"quay.io"}, want: ReasonNoMatchingKey},
+		{name: "a percent-encoded password", data: dockerConfig(entry("https://robot:" + encodedPassword + "@other.example.com")),
+			patterns: []string{"quay.io"}, want: ReasonNoMatchingKey},
+		{name: "several '@'", data: dockerConfig(entry("https://robot@x:" + secretPassword + "@other.example.com")),
+			patterns: []string{"quay.io"}, want: ReasonNoMatchingKey},
+		{name: "a password with '/' makes a key the kubelet cannot parse", data: dockerConfig(entry("robot:" + secretPassword + "/x@quay.io")),
+			patterns: []string{"quay.io"}, want: ReasonNoMatchingKey, wantInMessage: []string{"never used"}},
+		{name: "a password with a space makes a key the kubelet cannot parse", data: dockerConfig(entry("https://robot:" + secretPassword + " x@quay.io")),
+			patterns: []string{"quay.io"}, want: ReasonNoMatchingKey, wantInMessage: []string{"never used: the kubelet cannot parse it as a URL"}},
+		{name: "user information in a key whose path never matches", data: dockerConfig(entry("https://robot:" + secretPassword + "@quay.io/Team")),
+			patterns: []string{"ghcr.io"}, want: ReasonNoMatchingKey, wantInMessage: []string{`"https://<redacted>@quay.io/Team" (never used: path "/Team" never matches`}},
+		{name: "a token in a key's query", data: dockerConfig(entry("quay.io/team?token=" + secretPassword)),
+			patterns: []string{"ghcr.io"}, want: ReasonNoMatchingKey, wantInMessage: []string{`"quay.io/team?<redacted>"`}},
+		{name: "a key with user information and no credential", data: dockerConfig(`"https://robot:` + secretPassword + `@quay.io":{}`),
+			patterns: []string{"quay.io"}, want: ReasonEmptyCredentials},
+		{name: "a key with user information and a bad auth value", data: dockerConfig(`"https://robot:` + secretPassword + `@quay.io":{"auth":"!"}`),
+			patterns: []string{"quay.io"}, want: ReasonInvalidAuth, wantInMessage: []string{`"https://<redacted>@quay.io"`}},
+		{name: "a key with user information and a value of the wrong type", data: dockerConfig(`"https://robot:` + secretPassword + `@quay.io":{"password":1}`),
+			patterns: []string{"quay.io"}, want: ReasonInvalidJSON},
+		{name: "a narrow key with user information", data: dockerConfig(entry("robot:" + secretPassword + "@a.example.com")),
+			patterns: []string{"*.example.com"}, want: ReasonPartial, wantInMessage: []string{`"<redacted>@a.example.com"`}},
+		{name: "a Secret type with user information", typ: corev1.SecretType("robot:" + secretPassword + "@example.com/x"),
+			data: dockerConfig(entry("quay.io")), patterns: []string{"quay.io"}, want: ReasonWrongType},
+		{name: "control characters in a key are escaped", data: dockerConfig(entry(`quay.io\n\u001b[2K\u202eevil`)),
+			patterns: []string{"ghcr.io"}, want: ReasonNoMatchingKey, wantInMessage: []string{`\n\x1b[2K\u202eevil`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, tt.run)
+	}
+}
+
+// assertPrintable fails when text is not UTF-8 or has a character that can break a log line or reorder
+// what a terminal shows.
+func assertPrintable(t *testing.T, text string) {
+	t.Helper()
+	if !utf8.ValidString(text) {
+		t.Errorf("text is not UTF-8: %q", text)
+	}
+	for _, r := range text {
+		if !strconv.IsPrint(r) {
+			t.Errorf("text has the character %U: %q", r, text)
+		}
 	}
 }

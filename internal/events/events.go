@@ -4,11 +4,14 @@
 package events
 
 import (
+	"fmt"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/redact"
 )
 
 // Controller is the reportingController of the project's Events.
@@ -40,13 +43,19 @@ const (
 	ActionCheck  = "Check"
 )
 
+// NoteLimit is the most bytes the API server accepts in an Event's note: it refuses an events.k8s.io/v1
+// Event with a longer one (NoteLengthLimit in k8s.io/kubernetes pkg/apis/core/validation/events.go, which
+// neither k8s.io/api nor apimachinery exports), and the Event is lost exactly when it has the most to say.
+const NoteLimit = 1024
+
 // Default rate: a rotation of 10,000 copies emits a few hundred Events, not 10,000.
 const (
 	DefaultQPS   = 5
 	DefaultBurst = 50
 )
 
-// Recorder emits Events through a token bucket and counts the ones it drops. A nil Recorder emits nothing.
+// Recorder emits Events through a token bucket and counts the ones it drops. It cuts every note to
+// NoteLimit bytes, at a UTF-8 boundary and ending with "...". A nil Recorder emits nothing.
 type Recorder struct {
 	rec   events.EventRecorder
 	limit flowcontrol.RateLimiter
@@ -75,5 +84,5 @@ func (r *Recorder) emit(regarding runtime.Object, eventType, reason, action, not
 		metrics.EventDropped()
 		return
 	}
-	r.rec.Eventf(regarding, nil, eventType, reason, action, note, args...)
+	r.rec.Eventf(regarding, nil, eventType, reason, action, "%s", redact.Cut(fmt.Sprintf(note, args...), NoteLimit))
 }

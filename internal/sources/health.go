@@ -155,7 +155,8 @@ func (h *Health) check(m *config.Matcher, ref config.SecretRef) {
 func (h *Health) record(ref config.SecretRef, s health) {
 	regarding := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name, UID: s.uid}}
 	if s.invalid {
-		h.events.Warning(regarding, events.ReasonSourceInvalid, events.ActionCheck, "%s (%s)", s.message, s.reason)
+		// The reason first: a long message is cut to the Event limit from its end.
+		h.events.Warning(regarding, events.ReasonSourceInvalid, events.ActionCheck, "%s: %s", s.reason, s.message)
 		return
 	}
 	h.events.Normal(regarding, events.ReasonSourceValid, events.ActionCheck, "The source secret gives a credential for its registries again")

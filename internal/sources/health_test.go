@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -190,5 +191,52 @@ func TestHealthCountsMissingSourcesOnceSynced(t *testing.T) {
 	}
 	if v, ok := sourceInvalid(t, missing.String()); !ok || v != 1 {
 		t.Errorf("source_invalid{%s} = %v (present %v), want 1", missing, v, ok)
+	}
+}
+
+// TestHealthShowsNoCredentialOfAKey: an auths key with user information works for the kubelet, which drops
+// it, so a Secret may well have one. Its password must reach neither the problem the webhook warns every
+// Pod about, nor the log, nor the Event; and an Event with a long note must still be one the API server
+// accepts.
+func TestHealthShowsNoCredentialOfAKey(t *testing.T) {
+	const password = "hunter2-do-not-print"
+	ref := config.SecretRef{Namespace: "psi", Name: "regcred"}
+	recorder := events.NewFakeRecorder(10)
+	var logged strings.Builder
+	log := funcr.New(func(prefix, args string) { logged.WriteString(args + "\n") }, funcr.Options{})
+	reader := Static{}
+	h := NewHealth(healthStore(t), reader, psievents.New(recorder, 100, 100), log)
+	h.leader.Store(true)
+
+	auths := []string{`"https://robot:` + password + `@other.example.com":{"auth":"dTpw"}`}
+	// Keys long enough that the message, ten of them and why each is never used, passes the Event limit.
+	for i := range 20 {
+		auths = append(auths, `"robot:`+password+`@r`+string(rune('a'+i))+`.example.com/`+strings.Repeat("X", 300)+`":{}`)
+	}
+	secret := credential(ref.Name, "unused")
+	secret.Data[corev1.DockerConfigJsonKey] = []byte(`{"auths":{` + strings.Join(auths, ",") + `}}`)
+	reader[ref] = secret
+	h.Check(ref)
+
+	problem := h.Problem(ref)
+	if !strings.Contains(problem, `"https://<redacted>@other.example.com"`) {
+		t.Errorf("Problem = %q, want it to name the key without its user information", problem)
+	}
+	got := drain(recorder)
+	if len(got) != 1 {
+		t.Fatalf("events %q, want one", got)
+	}
+	note := strings.TrimPrefix(got[0], "Warning "+psievents.ReasonSourceInvalid+" ")
+	if len(note) > psievents.NoteLimit || !strings.HasSuffix(note, "...") || !strings.HasPrefix(note, "no_matching_key: ") {
+		t.Errorf("note of %d bytes, %q...%q; want it to start with the reason and be cut to %d bytes with an ellipsis",
+			len(note), note[:min(len(note), 20)], note[max(0, len(note)-10):], psievents.NoteLimit)
+	}
+	for name, text := range map[string]string{"problem": problem, "event": got[0], "log": logged.String()} {
+		if strings.Contains(text, password) || strings.Contains(text, "dTpw") {
+			t.Errorf("the %s shows a credential: %s", name, text)
+		}
+	}
+	if !strings.Contains(logged.String(), "<redacted>@other.example.com") {
+		t.Errorf("log %q does not name the key", logged.String())
 	}
 }
