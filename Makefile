@@ -92,6 +92,8 @@ FUZZ_TARGETS := \
 	./config:FuzzCovers:300000x \
 	./config:FuzzExplain:300000x \
 	./internal/credcheck:FuzzCheck:150000x \
+	./internal/redact:FuzzText:300000x \
+	./internal/check:FuzzReport:5000x \
 	./webhook:FuzzServeAdmission:30000x \
 	./webhook:FuzzHandlePod:40000x \
 	./webhook:FuzzDirectPatch:40000x
