@@ -91,6 +91,10 @@ FUZZ_TARGETS := \
 	./config:FuzzMatchImage:200000x \
 	./config:FuzzCovers:300000x \
 	./config:FuzzExplain:300000x \
+	./config:FuzzPatternRegexp:100000x \
+	./internal/policy:FuzzNormalizeImage:50000x \
+	./internal/policy:FuzzPolicyAgreesWithWebhook:20000x \
+	./internal/policy:FuzzSelectorExpression:200x \
 	./internal/credcheck:FuzzCheck:150000x \
 	./internal/redact:FuzzText:300000x \
 	./internal/check:FuzzReport:5000x \
