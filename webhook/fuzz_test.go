@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -151,6 +152,9 @@ func FuzzHandlePod(f *testing.F) {
 		pod("missing.example.com/app", "opaque.example.com/app", "nginx"),
 		manyContainers(1000),
 		withPullSecrets(pod("quay.io/org/app"), "quay-regcred", "", "other"),
+		// As on a reinvocation, or as an author may write it: what the annotation says is kept only in part.
+		withAnnotation(withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred", "mine"),
+			`[{"secret":"quay-regcred","registries":["x"]},{"secret":"mine"},{"secret":"team-a-regcred"}]`),
 	} {
 		raw, err := json.Marshal(p)
 		if err != nil {
@@ -240,6 +244,7 @@ func checkPatch(t *testing.T, matcher *config.Matcher, raw, patch []byte) {
 	}
 	before, beforeRefs := splitPullSecrets(t, original)
 	after, afterRefs := splitPullSecrets(t, patched)
+	prior := priorInjected(before)
 	injected := splitInjected(t, before, after)
 	// reflect.DeepEqual rather than cmp.Diff: cmp takes minutes on the deeply nested values fuzzing makes.
 	if !reflect.DeepEqual(before, after) {
@@ -275,16 +280,43 @@ func checkPatch(t *testing.T, matcher *config.Matcher, raw, patch []byte) {
 	for _, ref := range afterRefs[len(beforeRefs):] {
 		added = append(added, ref.(map[string]any)["name"].(string))
 	}
-	var says []string
+	// The annotation names every Secret added and, besides, only configured Secrets the Pod referenced and
+	// its own annotation named already (an earlier call's additions, on a reinvocation).
+	says := map[string]bool{}
 	for _, inj := range injected {
 		if len(inj.Registries) == 0 {
 			t.Fatalf("annotation %s names %q without the registries that matched", InjectedAnnotation, inj.Secret)
 		}
-		says = append(says, inj.Secret)
+		wasNamed := slices.ContainsFunc(beforeRefs, func(ref any) bool {
+			m, _ := ref.(map[string]any)
+			return m["name"] == inj.Secret
+		})
+		if says[inj.Secret] || (!slices.Contains(added, inj.Secret) && !(configured[inj.Secret] && wasNamed && prior[inj.Secret])) {
+			t.Fatalf("annotation %s names %q, which was neither added (%v) nor referenced and named before", InjectedAnnotation, inj.Secret, added)
+		}
+		says[inj.Secret] = true
 	}
-	if !reflect.DeepEqual(added, says) {
-		t.Fatalf("annotation %s names %v, want the Secrets added, %v", InjectedAnnotation, says, added)
+	for _, name := range added {
+		if !says[name] {
+			t.Fatalf("annotation %s lacks %q, which was added", InjectedAnnotation, name)
+		}
 	}
+}
+
+// priorInjected returns the Secrets the Pod's own annotation names, as the handler reads it.
+func priorInjected(pod map[string]any) map[string]bool {
+	meta, _ := pod["metadata"].(map[string]any)
+	annotations, _ := meta["annotations"].(map[string]any)
+	value, _ := annotations[InjectedAnnotation].(string)
+	var list []struct {
+		Secret string `json:"secret"`
+	}
+	_ = json.Unmarshal([]byte(value), &list)
+	out := map[string]bool{}
+	for _, inj := range list {
+		out[inj.Secret] = true
+	}
+	return out
 }
 
 // splitInjected removes the webhook's annotation from after (and from before, where the Pod may have come

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -69,11 +68,13 @@ type Injector struct {
 	// creates coalesces concurrent creates of the same copy within this process: a Deployment scaled to 50
 	// in a new namespace sends 50 requests at once, and one Create is enough.
 	creates singleflight.Group
-	// namespaces, foreign and serviceAccounts remember live reads, so that Pods a tenant creates cannot
-	// turn into API calls one for one (see recent.go): a namespace's labels, a Secret of a copy's name that
-	// is not ours (by namespace/name, trimmed as the copies' cache trims), an enforcing ServiceAccount.
+	// namespaces, copies and serviceAccounts remember live answers, so that Pods a tenant creates cannot
+	// turn into API calls one for one (see recent.go for each one's bound in bytes): a namespace's labels
+	// for liveConfirmTTL; what a live answer said about the Secret at a copy's name (someone else's, or
+	// missing as a dry-run create found), by "namespace/name" only, for liveConfirmTTL; what an enforcing
+	// ServiceAccount lists of the configured Secrets, while it is unchanged.
 	namespaces      ttl.Cache[labels.Set]
-	foreign         ttl.Cache[metav1.Object]
+	copies          ttl.Cache[copyState]
 	serviceAccounts serviceAccountReads
 	memos           sync.Once
 }
@@ -98,8 +99,8 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 // handle answers the request and says what it did with the Pod; no outcome for what is not a Pod create.
 func (h *Injector) handle(ctx context.Context, req admission.Request) (admission.Response, metrics.Outcome) {
 	h.memos.Do(func() {
-		h.namespaces.TTL, h.namespaces.Max = liveConfirmTTL, maxRecentReads
-		h.foreign.TTL, h.foreign.Max = liveConfirmTTL, maxRecentReads
+		h.namespaces.TTL, h.namespaces.MaxBytes, h.namespaces.Size = liveConfirmTTL, namespaceMemoBytes, labelsBytes
+		h.copies.TTL, h.copies.MaxBytes = liveConfirmTTL, copyMemoBytes
 	})
 	// The API server gives every request a UID; a review without one is not from an API server (an empty
 	// body, "{}" or "null" decode as such a review).
@@ -152,8 +153,11 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 	}
 	// The Pod's ServiceAccount matters only for a Secret the Pod does not reference yet; it is looked up
 	// once, when the first such Secret comes.
-	var sa *corev1.ServiceAccount
+	var sa *enforcingServiceAccount
 	saLooked := false
+	// namedSelected holds the Secrets the Pod references already that the webhook would add for its
+	// images: on a reinvocation, the ones an earlier call added are among them (see claimed).
+	var namedSelected []string
 	// selected says some matching entry selects the namespace; when none does, the Pod was not selected.
 	selected := false
 	for i, e := range candidates {
@@ -164,12 +168,15 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 		}
 		selected = true
 		named := referenced(name)
-		if !named && !saLooked {
-			sa, saLooked = h.enforcingServiceAccount(ctx, req.Namespace, pod.Spec.ServiceAccountName), true
+		if named {
+			namedSelected = append(namedSelected, name)
 		}
-		if sa != nil && !named && !listsPullSecret(sa, name) {
+		if !named && !saLooked {
+			sa, saLooked = h.enforcingServiceAccount(ctx, matcher, req.Namespace, pod.Spec.ServiceAccountName), true
+		}
+		if sa != nil && !named && !sa.listsPullSecret(name) {
 			// The ServiceAccount admission plugin runs after the webhooks and would refuse the Pod.
-			allowed, warning := h.allowOnServiceAccount(ctx, sa, name, isDryRun(req))
+			allowed, warning := h.allowOnServiceAccount(ctx, matcher, sa, name, isDryRun(req))
 			if warning != "" {
 				warnings = append(warnings, warning)
 			}
@@ -201,14 +208,36 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 	if log.V(1).Enabled() {
 		log.V(1).Info("Adding image pull secrets", "namespace", req.Namespace, "added", added)
 	}
-	resp, err := podPatch(pod, added, injections(candidates, added))
+	resp, err := podPatch(pod, added, injections(candidates, claimed(candidates, added, namedSelected, pod.injected())))
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err), metrics.Error
 	}
 	return withWarnings(resp, warnings), metrics.Injected
 }
 
-// injections says, for each added Secret, which configured registries the Pod's images matched.
+// claimed returns the Secrets the InjectedAnnotation names, in config order: those added now and, of those
+// the Pod references already and this call would add (namedSelected), the ones the annotation the Pod
+// comes with names. On a reinvocation (a later webhook changed the Pod and the API server calls this one
+// again), the Pod comes with this webhook's earlier annotation and references, so the annotation keeps
+// naming every Secret the webhook added. The annotation is the Pod author's to write at create too: what
+// it says is kept only for a Secret the Pod references and the webhook would add for its images in its
+// namespace, so an author can make the annotation name no other Secret, and its size is bounded by the
+// configuration, whatever was written. Its registries are the configuration's, never the Pod's.
+func claimed(candidates []*config.Entry, added, namedSelected []string, previous []string) []string {
+	var out []string
+	for _, e := range candidates {
+		name := e.Registry.Secret.Name
+		if slices.Contains(out, name) {
+			continue
+		}
+		if slices.Contains(added, name) || (slices.Contains(namedSelected, name) && slices.Contains(previous, name)) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// injections says, for each claimed Secret, which configured registries the Pod's images matched.
 func injections(candidates []*config.Entry, added []string) []Injection {
 	out := make([]Injection, len(added))
 	for i, name := range added {
@@ -324,7 +353,7 @@ const (
 // enforcingServiceAccount returns the Pod's ServiceAccount when it enforces mountable secrets, nil when it
 // does not or cannot be told. Only the annotation is cached (ServiceAccounts are cached as trimmed
 // metadata); the ServiceAccount itself is read live, and only for one that enforces, which is rare.
-func (h *Injector) enforcingServiceAccount(ctx context.Context, namespace, name string) *corev1.ServiceAccount {
+func (h *Injector) enforcingServiceAccount(ctx context.Context, m *config.Matcher, namespace, name string) *enforcingServiceAccount {
 	if name == "" {
 		name = "default" // the ServiceAccount admission plugin's default, set before the webhooks run
 	}
@@ -333,57 +362,49 @@ func (h *Injector) enforcingServiceAccount(ctx context.Context, namespace, name 
 	// A ServiceAccount the cache does not show yet is taken as not enforcing: reading it live would cost
 	// every Pod of a ServiceAccount that does not exist an API call, for an annotation that is deprecated
 	// and a cache that lags by milliseconds (see docs/limitations.md).
-	if err := h.Cache.Get(ctx, key, meta); err != nil || !enforcesMountableSecrets(meta) {
+	if err := h.Cache.Get(ctx, key, meta); err != nil || !managed.EnforcesMountableSecrets(meta) {
 		return nil
 	}
-	if sa := h.serviceAccounts.get(key.String(), meta.ResourceVersion); sa != nil {
+	if sa := h.serviceAccounts.get(m, key.String(), meta.ResourceVersion); sa != nil {
 		return sa // unchanged since it was read live
 	}
-	sa := &corev1.ServiceAccount{}
-	if err := h.APIReader.Get(ctx, key, sa); err != nil {
+	live := &corev1.ServiceAccount{}
+	if err := h.APIReader.Get(ctx, key, live); err != nil {
 		logf.FromContext(ctx).Error(err, "Cannot read ServiceAccount that enforces mountable secrets", "serviceAccount", name)
 		return nil
 	}
-	h.serviceAccounts.put(key.String(), sa)
+	sa := newEnforcingServiceAccount(live, m)
+	h.serviceAccounts.put(m, key.String(), sa)
 	return sa
-}
-
-func enforcesMountableSecrets(sa metav1.Object) bool {
-	enforce, _ := strconv.ParseBool(sa.GetAnnotations()[managed.EnforceMountableSecretsAnnotation])
-	return enforce
-}
-
-func listsPullSecret(sa *corev1.ServiceAccount, name string) bool {
-	return slices.ContainsFunc(sa.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == name })
 }
 
 // allowOnServiceAccount decides, for a Secret the Pod's enforcing ServiceAccount does not list, whether the
 // Pod may reference it, appending it to the ServiceAccount first in ServiceAccountAppend mode.
-func (h *Injector) allowOnServiceAccount(ctx context.Context, sa *corev1.ServiceAccount, secret string, dryRun bool) (bool, string) {
+func (h *Injector) allowOnServiceAccount(ctx context.Context, m *config.Matcher, sa *enforcingServiceAccount, secret string, dryRun bool) (bool, string) {
 	if h.ServiceAccounts != ServiceAccountAppend {
 		return false, fmt.Sprintf("pullsecret-injector: service account %q enforces mountable secrets and does not list %q in its "+
-			"imagePullSecrets; %q is not added, or the ServiceAccount admission plugin would refuse the Pod", sa.Name, secret, secret)
+			"imagePullSecrets; %q is not added, or the ServiceAccount admission plugin would refuse the Pod", sa.name, secret, secret)
 	}
 	if dryRun {
 		return true, ""
 	}
-	if err := h.appendPullSecret(ctx, sa, secret); err != nil {
-		logf.FromContext(ctx).Error(err, "Cannot add pull secret to ServiceAccount", "serviceAccount", sa.Name, "secret", secret)
+	if err := h.appendPullSecret(ctx, m, sa, secret); err != nil {
+		logf.FromContext(ctx).Error(err, "Cannot add pull secret to ServiceAccount", "serviceAccount", sa.name, "secret", secret)
 		return false, fmt.Sprintf("pullsecret-injector: service account %q enforces mountable secrets and %q could not be added "+
-			"to its imagePullSecrets, so it is not referenced: %v", sa.Name, secret, err)
+			"to its imagePullSecrets, so it is not referenced: %v", sa.name, secret, err)
 	}
-	logf.FromContext(ctx).Info("Added pull secret to ServiceAccount that enforces mountable secrets", "serviceAccount", sa.Name, "secret", secret)
+	logf.FromContext(ctx).Info("Added pull secret to ServiceAccount that enforces mountable secrets", "serviceAccount", sa.name, "secret", secret)
 	return true, ""
 }
 
 // appendPullSecret appends secret to sa's imagePullSecrets with a JSON patch that fails if another writer
 // changed the list since sa was read; it then reads again and retries. sa is left as the API server stored
 // it, so a second Secret for the same Pod patches on top of the first.
-func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccount, secret string) error {
+func (h *Injector) appendPullSecret(ctx context.Context, m *config.Matcher, sa *enforcingServiceAccount, secret string) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": sa.ResourceVersion}}
+		ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": sa.resourceVersion}}
 		ref := map[string]string{"name": secret}
-		if sa.ImagePullSecrets == nil {
+		if !sa.hasPullSecrets {
 			ops = append(ops, map[string]any{"op": "add", "path": "/imagePullSecrets", "value": []any{ref}})
 		} else {
 			ops = append(ops, map[string]any{"op": "add", "path": "/imagePullSecrets/-", "value": ref})
@@ -392,25 +413,25 @@ func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccou
 		if err != nil {
 			return fmt.Errorf("build patch: %w", err)
 		}
-		patched := sa.DeepCopy()
+		key := types.NamespacedName{Namespace: sa.namespace, Name: sa.name}
+		patched := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: sa.namespace, Name: sa.name}}
 		err = h.Writer.Patch(ctx, patched, client.RawPatch(types.JSONPatchType, body))
 		// A failed test operation is a 422 Invalid from the API server.
 		if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
 			fresh := &corev1.ServiceAccount{}
-			if gerr := h.APIReader.Get(ctx, client.ObjectKeyFromObject(sa), fresh); gerr != nil {
+			if gerr := h.APIReader.Get(ctx, key, fresh); gerr != nil {
 				return gerr
 			}
-			if listsPullSecret(fresh, secret) {
-				*sa = *fresh
+			*sa = *newEnforcingServiceAccount(fresh, m)
+			if sa.listsPullSecret(secret) {
 				return nil
 			}
-			*sa = *fresh
-			return apierrors.NewConflict(corev1.Resource("serviceaccounts"), sa.Name, err)
+			return apierrors.NewConflict(corev1.Resource("serviceaccounts"), sa.name, err)
 		}
 		if err != nil {
-			return fmt.Errorf("patch service account %q: %w", sa.Name, err)
+			return fmt.Errorf("patch service account %q: %w", sa.name, err)
 		}
-		*sa = *patched
+		*sa = *newEnforcingServiceAccount(patched, m)
 		return nil
 	})
 }
@@ -420,6 +441,9 @@ func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccou
 // Secret that is repaired later pulls on the kubelet's next retry, whereas a refused Pod may be a
 // controller's problem for a long time. podNamed says the Pod names the Secret
 // itself, so an unmanaged Secret of that name is what it asked for and no warning is due.
+//
+// A dry run takes the same path and costs the same API calls, its create being a dry-run create: the same
+// answer as a real request, and no more live reads.
 func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace string, dryRun, podNamed bool) string {
 	src := e.Registry.Secret
 	if namespace == src.Namespace {
@@ -437,25 +461,25 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 	if err != nil && !apierrors.IsNotFound(err) {
 		logf.FromContext(ctx).V(1).Info("Copy cache read failed, falling back to the API server", "error", err.Error())
 	}
-	source, warning := h.source(ctx, e)
-	if theirs, ok := h.foreign.Get(key.String()); ok {
+	// What a live answer said a moment ago answers before anything is read again.
+	switch state, _ := h.copies.Get(key.String()); {
+	case state == foreignSecret:
 		// Someone else's Secret has the copy's name; a create would answer AlreadyExists again.
-		return join(warning, ownership(theirs, src, namespace, podNamed))
+		return ownership(src, namespace, podNamed)
+	case state == dryRunClear && dryRun:
+		// As for the Pods after a real create, which find the copy.
+		return ""
 	}
+	source, warning := h.source(ctx, e)
+	flight := key.String()
 	if dryRun {
-		// No write on a dry run, but the same answer as a real request, including the warning for a
-		// Secret this project does not own.
-		if err := h.APIReader.Get(ctx, key, existing); err == nil {
-			h.rememberForeign(key, existing)
-			return join(warning, ownership(existing, src, namespace, podNamed))
-		}
-		return warning
+		flight = "dry-run " + flight // a real request must not take a dry run's answer
 	}
-	pending := h.creates.DoChan(key.String(), func() (any, error) {
+	pending := h.creates.DoChan(flight, func() (any, error) {
 		// Detached from the request: the first caller's cancellation must not fail the callers sharing it.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
 		defer cancel()
-		return h.create(cctx, src, source, namespace), nil
+		return h.create(cctx, src, source, namespace, dryRun), nil
 	})
 	var created createResult
 	select {
@@ -469,28 +493,15 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 		return join(warning, fmt.Sprintf("pullsecret-injector: the copy of %s into namespace %q is still being created; "+
 			"the Pod references it and its pulls succeed once it exists", src, namespace))
 	}
-	if !created.managed {
-		h.rememberForeign(key, created.existing)
-		return join(warning, ownership(created.existing, src, namespace, podNamed))
+	switch {
+	case created.foreign:
+		h.copies.Put(key.String(), foreignSecret)
+		// The source does not matter to this Pod: it gets the other Secret, not a copy.
+		return ownership(src, namespace, podNamed)
+	case dryRun && created.warning == "":
+		h.copies.Put(key.String(), dryRunClear)
 	}
 	return join(warning, created.warning)
-}
-
-// rememberForeign remembers, for liveConfirmTTL, that the Secret at key is not a copy of ours, keeping only
-// the metadata the ownership warning reads: a tenant's Secret can carry any amount of metadata.
-func (h *Injector) rememberForeign(key types.NamespacedName, existing metav1.Object) {
-	if managed.IsManaged(existing) {
-		return
-	}
-	m, ok := existing.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return
-	}
-	trimmed, err := managed.TrimCopyMetadata(m)
-	if err != nil {
-		return
-	}
-	h.foreign.Put(key.String(), trimmed.(*metav1.PartialObjectMetadata))
 }
 
 // source returns the entry's source Secret when it can be copied, and otherwise nil and a warning. The
@@ -532,26 +543,32 @@ func (h *Injector) readSource(ctx context.Context, ref config.SecretRef) (*corev
 }
 
 type createResult struct {
-	// managed is false when a Secret of the copy's name exists and is not ours; existing then holds it.
-	managed  bool
-	existing metav1.Object
-	warning  string
+	// foreign says a Secret of the copy's name exists and is not ours.
+	foreign bool
+	warning string
 }
 
 // create creates the copy of src in namespace: the source's data when source is non-nil, a placeholder
-// otherwise.
-func (h *Injector) create(ctx context.Context, src config.SecretRef, source *corev1.Secret, namespace string) createResult {
+// otherwise. A dry run sends a dry-run create: the API server answers it as it would the create, and
+// stores nothing.
+func (h *Injector) create(ctx context.Context, src config.SecretRef, source *corev1.Secret, namespace string, dryRun bool) createResult {
 	log := logf.FromContext(ctx).WithValues("namespace", namespace, "secret", src.Name, "source", src.String())
 	cp := managed.Placeholder(src, namespace)
 	if source != nil {
 		cp = managed.Copy(source, namespace)
 	}
+	var opts []client.CreateOption
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
 	created := cp.DeepCopy()
 	err := retry.OnError(createBackoff, retriable, func() error {
 		created = cp.DeepCopy()
-		return h.Writer.Create(ctx, created)
+		return h.Writer.Create(ctx, created, opts...)
 	})
 	switch {
+	case err == nil && dryRun:
+		return createResult{}
 	case err == nil:
 		log.Info("Copied pull secret", "placeholder", source == nil)
 		metrics.CopyOperation(src.String(), metrics.Created)
@@ -560,20 +577,22 @@ func (h *Injector) create(ctx context.Context, src config.SecretRef, source *cor
 			note = "Created as a placeholder for %s, which is missing or unusable; filled in when it can be copied"
 		}
 		h.Events.Normal(created, events.ReasonCopyCreated, events.ActionCreate, note, src)
-		return createResult{managed: true}
+		return createResult{}
 	case apierrors.IsAlreadyExists(err):
 		// Another replica, or a Secret someone else made: only the label tells which.
 		existing := managed.PartialSecret()
 		if err := h.APIReader.Get(ctx, client.ObjectKeyFromObject(cp), existing); err != nil {
 			log.Error(err, "Cannot read existing secret")
-			return createResult{managed: true, warning: fmt.Sprintf("pullsecret-injector: secret %q exists in namespace %q but cannot be read: %v",
+			return createResult{warning: fmt.Sprintf("pullsecret-injector: secret %q exists in namespace %q but cannot be read: %v",
 				src.Name, namespace, err)}
 		}
-		return createResult{managed: managed.IsManaged(existing), existing: existing}
+		return createResult{foreign: !managed.IsManaged(existing)}
 	default:
-		log.Error(err, "Cannot copy pull secret")
-		metrics.CopyOperation(src.String(), metrics.Failed)
-		return createResult{managed: true, warning: fmt.Sprintf("pullsecret-injector: cannot copy secret %s into namespace %q, "+
+		if !dryRun {
+			log.Error(err, "Cannot copy pull secret")
+			metrics.CopyOperation(src.String(), metrics.Failed)
+		}
+		return createResult{warning: fmt.Sprintf("pullsecret-injector: cannot copy secret %s into namespace %q, "+
 			"it is referenced and the next Pod that needs it tries again: %v", src, namespace, err)}
 	}
 }
@@ -584,14 +603,14 @@ func retriable(err error) bool {
 		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err)
 }
 
-// ownership returns a warning when an existing Secret of the copy's name is not one this project manages,
-// unless the Pod named that Secret itself.
-func ownership(existing metav1.Object, src config.SecretRef, namespace string, podNamed bool) string {
-	if managed.IsManaged(existing) || podNamed {
+// ownership returns the warning for a Secret of the copy's name that this project does not manage, unless
+// the Pod named that Secret itself.
+func ownership(src config.SecretRef, namespace string, podNamed bool) string {
+	if podNamed {
 		return ""
 	}
 	return fmt.Sprintf("pullsecret-injector: secret %q in namespace %q is not managed by pullsecret-injector; "+
-		"it is referenced as it is and not replaced with a copy of %s", existing.GetName(), namespace, src)
+		"it is referenced as it is and not replaced with a copy of %s", src.Name, namespace, src)
 }
 
 func join(a, b string) string {

@@ -134,6 +134,29 @@ func podPatch(pod *podFields, added []string, injected []Injection) (admission.R
 	}, nil
 }
 
+// injected returns the Secret names the Pod's InjectedAnnotation lists, nil when it has none or it is not a
+// list of injections. The value is the Pod author's to write: see claimed for what is made of it.
+func (p *podFields) injected() []string {
+	if p.Metadata == nil {
+		return nil
+	}
+	value, ok := p.Metadata.Annotations[InjectedAnnotation]
+	if !ok {
+		return nil
+	}
+	var list []struct {
+		Secret string `json:"secret"`
+	}
+	if err := json.Unmarshal([]byte(value), &list); err != nil {
+		return nil
+	}
+	names := make([]string, len(list))
+	for i, inj := range list {
+		names[i] = inj.Secret
+	}
+	return names
+}
+
 // labels returns the Pod's labels, nil when it has none.
 func (p *podFields) labels() map[string]string {
 	if p.Metadata == nil {

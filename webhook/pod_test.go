@@ -50,8 +50,9 @@ func diffPatch(t testing.TB, pod *corev1.Pod, added []string, injected []Injecti
 }
 
 // checkEquivalent decodes raw both ways and, when the scheme decodes it, requires decodePod to decode it too,
-// to the same fields, and podPatch to answer exactly as the diff of the marshalled Pods does.
-func checkEquivalent(t testing.TB, raw []byte, added []string) {
+// to the same fields, and podPatch to answer exactly as the diff of the marshalled Pods does. The
+// annotation names claimed, or added when claimed is nil (a reinvocation names earlier additions too).
+func checkEquivalent(t testing.TB, raw []byte, added, claimed []string) {
 	t.Helper()
 	var full corev1.Pod
 	if err := schemeDecoder.DecodeRaw(runtime.RawExtension{Raw: raw}, &full); err != nil || !json.Valid(raw) {
@@ -69,8 +70,11 @@ func checkEquivalent(t testing.TB, raw []byte, added []string) {
 	if diff := cmp.Diff(fieldsOf(&full), got); diff != "" {
 		t.Fatalf("decodePod(%s) mismatch with the scheme's Pod (-want +got):\n%s", raw, diff)
 	}
-	injected := make([]Injection, len(added))
-	for i, name := range added {
+	if claimed == nil {
+		claimed = added
+	}
+	injected := make([]Injection, len(claimed))
+	for i, name := range claimed {
 		injected[i] = Injection{Secret: name, Registries: []string{"quay.io", name + ".example.com"}}
 	}
 	want := diffPatch(t, &full, added, injected)
@@ -133,9 +137,10 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 	withSA.Labels = map[string]string{"app": "web"}
 	withSA.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox"}}
 	tests := []struct {
-		name  string
-		raw   string
-		added []string
+		name    string
+		raw     string
+		added   []string
+		claimed []string
 	}{
 		{name: "pod without references gets the whole list", raw: mustJSON(t, pod("quay.io/org/app")), added: []string{"quay-regcred"}},
 		{name: "several references keep their order", raw: mustJSON(t, pod("quay.io/org/app")), added: []string{"b", "a", "c"}},
@@ -159,6 +164,15 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 		{name: "an injected annotation that already says it all stays",
 			raw:   `{"metadata":{"annotations":{"` + InjectedAnnotation + `":"[{\"secret\":\"x\",\"registries\":[\"quay.io\",\"x.example.com\"]}]"}}}`,
 			added: []string{"x"}},
+		{name: "a reinvocation replaces the annotation with every Secret added",
+			raw:   mustJSON(t, withAnnotation(withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred"), `[{"secret":"quay-regcred","registries":["quay.io"]}]`)),
+			added: []string{"hub-regcred"}, claimed: []string{"quay-regcred", "hub-regcred"}},
+		{name: "a reinvocation after a later webhook removed the annotation adds it back",
+			raw:   mustJSON(t, withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred")),
+			added: []string{"hub-regcred"}, claimed: []string{"quay-regcred", "hub-regcred"}},
+		{name: "a reinvocation with other annotations of the Pod's own",
+			raw:   `{"metadata":{"annotations":{"a":"b","` + InjectedAnnotation + `":"[]"}},"spec":{"imagePullSecrets":[{"name":"x"}]}}`,
+			added: []string{"y"}, claimed: []string{"x", "y"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,7 +180,7 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 			if err := schemeDecoder.DecodeRaw(runtime.RawExtension{Raw: []byte(tc.raw)}, &full); err != nil {
 				t.Fatalf("case is not a Pod the scheme decodes: %v", err)
 			}
-			checkEquivalent(t, []byte(tc.raw), tc.added)
+			checkEquivalent(t, []byte(tc.raw), tc.added, tc.claimed)
 		})
 	}
 }
@@ -193,8 +207,9 @@ func TestDecodePodRefuses(t *testing.T) {
 	}
 }
 
-// FuzzDirectPatch holds decodePod and addPullSecrets to the scheme and the diff for arbitrary Pods and
-// arbitrary references to add (names separated by commas).
+// FuzzDirectPatch holds decodePod and addPullSecrets to the scheme and the diff for arbitrary Pods,
+// arbitrary references to add (names separated by commas) and arbitrary Secrets an earlier call added,
+// which the annotation names before them.
 func FuzzDirectPatch(f *testing.F) {
 	for _, p := range []*corev1.Pod{
 		pod("quay.io/org/app:1", "registry.example.com:5000/team-a/api"),
@@ -205,17 +220,32 @@ func FuzzDirectPatch(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(raw, "quay-regcred,hub-regcred")
+		f.Add(raw, "quay-regcred,hub-regcred", "")
 	}
-	f.Fuzz(func(t *testing.T, raw []byte, names string) {
-		var added []string
-		for _, n := range strings.Split(names, ",") {
-			if n != "" {
-				added = append(added, n)
+	reinvoked := withAnnotation(withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred"), `[{"secret":"quay-regcred","registries":["quay.io"]}]`)
+	raw, err := json.Marshal(reinvoked)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(raw, "hub-regcred", "quay-regcred")
+	f.Fuzz(func(t *testing.T, raw []byte, names, earlier string) {
+		split := func(s string) []string {
+			var out []string
+			for _, n := range strings.Split(s, ",") {
+				if n != "" {
+					out = append(out, n)
+				}
 			}
+			return out
 		}
-		checkEquivalent(t, raw, added)
+		added := split(names)
+		checkEquivalent(t, raw, added, append(split(earlier), added...))
 	})
+}
+
+func withAnnotation(p *corev1.Pod, value string) *corev1.Pod {
+	metav1.SetMetaDataAnnotation(&p.ObjectMeta, InjectedAnnotation, value)
+	return p
 }
 
 func mustJSON(t testing.TB, v any) string {
