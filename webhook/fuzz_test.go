@@ -95,6 +95,9 @@ func FuzzServeAdmission(f *testing.F) {
 		review(f, "admission.k8s.io/v1beta1", podRequest(f, "payments", pod("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app"))),
 		review(f, "admission.k8s.io/v1", podRequest(f, "team", pod("nginx"), func(r *admissionv1.AdmissionRequest) { r.DryRun = ptr.To(true) })),
 		review(f, "admission.k8s.io/v1", podRequest(f, "team", pod("quay.io/a/b"), func(r *admissionv1.AdmissionRequest) { r.Operation = admissionv1.Update })),
+		review(f, "admission.k8s.io/v1", ephemeralRequest(f, "team", pod("nginx"), withEphemeral(pod("nginx"), "quay.io/org/debug:1"), false)),
+		review(f, "admission.k8s.io/v1", ephemeralRequest(f, "payments", pod("nginx"),
+			withEphemeral(pod("nginx"), "123456789012.dkr.ecr.eu-west-1.amazonaws.com/debug", "registry.example.com:5000/team-a/x"), true)),
 	} {
 		f.Add(body)
 	}
@@ -152,6 +155,7 @@ func FuzzHandlePod(f *testing.F) {
 		pod("missing.example.com/app", "opaque.example.com/app", "nginx"),
 		manyContainers(1000),
 		withPullSecrets(pod("quay.io/org/app"), "quay-regcred", "", "other"),
+		withImageVolumes(pod("ghcr.io/org/app"), "quay.io/org/data:1", "", "Quay.io/UPPER", "busybox"),
 		// As on a reinvocation, or as an author may write it: what the annotation says is kept only in part.
 		withAnnotation(withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred", "mine"),
 			`[{"secret":"quay-regcred","registries":["x"]},{"secret":"mine"},{"secret":"team-a-regcred"}]`),
@@ -200,7 +204,21 @@ func checkResponse(t *testing.T, injector *Injector, req admissionv1.AdmissionRe
 		}
 		return
 	}
-	if req.Operation != admissionv1.Create || req.SubResource != "" || req.Resource.Group != "" || req.Resource.Resource != "pods" {
+	pods := req.Resource.Group == "" && req.Resource.Resource == "pods"
+	if pods && req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers" {
+		// Never patched; refused with a 400 only when the request is malformed.
+		_, newErr := decodePod(req.Object.Raw)
+		_, oldErr := decodePod(req.OldObject.Raw)
+		malformed := req.Namespace == "" || newErr != nil
+		if len(patch) > 0 || (malformed && (allowed || result == nil || result.Code != http.StatusBadRequest)) ||
+			(!malformed && oldErr == nil && !allowed) {
+			t.Fatalf("ephemeralcontainers update (namespace %q, new object error %v, old object error %v) answered allowed=%v, "+
+				"result %+v, patch %s; want a 400 when malformed, otherwise allowed, and never a patch",
+				req.Namespace, newErr, oldErr, allowed, result, patch)
+		}
+		return
+	}
+	if req.Operation != admissionv1.Create || req.SubResource != "" || !pods {
 		if !allowed || len(patch) > 0 {
 			t.Fatalf("request for %s %v/%s answered allowed=%v with patch %s, want allowed untouched", req.Operation, req.Resource, req.SubResource, allowed, patch)
 		}

@@ -107,43 +107,87 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 	if req.UID == "" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request has no uid")), metrics.Error
 	}
-	if req.Operation != admissionv1.Create || req.SubResource != "" ||
-		req.Resource.Group != "" || req.Resource.Resource != "pods" {
-		return admission.Allowed("not a pod create"), ""
+	pods := req.Resource.Group == "" && req.Resource.Resource == "pods"
+	switch {
+	case pods && req.Operation == admissionv1.Create && req.SubResource == "":
+		return h.handleCreate(ctx, req)
+	case pods && req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":
+		return h.handleEphemeral(ctx, req), "" // not a Pod create: not counted among the admissions
 	}
+	return admission.Allowed("not a pod create"), ""
+}
+
+// decodeRequestPod decodes the Pod of a request on pods, or returns the response that ends the request: a
+// 400 for a request without a namespace or a Pod, an allow for a Pod opted out.
+func decodeRequestPod(ctx context.Context, req admission.Request) (*podFields, *admission.Response, metrics.Outcome) {
 	if req.Namespace == "" {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("pod create request has no namespace")), metrics.Error
+		resp := admission.Errored(http.StatusBadRequest, fmt.Errorf("pod request has no namespace"))
+		return nil, &resp, metrics.Error
 	}
 	pod, err := decodePod(req.Object.Raw)
 	if err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode pod: %w", err)), metrics.Error
+		resp := admission.Errored(http.StatusBadRequest, fmt.Errorf("decode pod: %w", err))
+		return nil, &resp, metrics.Error
 	}
+	if pod.labels()[config.InjectLabel] == config.InjectDisabled {
+		logf.FromContext(ctx).V(1).Info("Pod opted out by label", "namespace", req.Namespace)
+		resp := admission.Allowed("pod opted out")
+		return nil, &resp, metrics.OptedOut
+	}
+	return pod, nil, ""
+}
+
+// selection is what a request's images need in its namespace: the configuration in force, the entries the
+// images match (in config order, their own selectors not applied yet), the namespace's labels, and the
+// warnings so far.
+type selection struct {
+	matcher    *config.Matcher
+	candidates []*config.Entry
+	nsLabels   labels.Set
+	warnings   []string
+}
+
+// selectEntries matches images and reads the namespace, or returns the response that ends the request:
+// no image pulls from a configured registry, or the namespace is not opted in or cannot be read.
+func (h *Injector) selectEntries(ctx context.Context, namespace string, images []string) (*selection, *admission.Response, metrics.Outcome) {
 	// The logger gets its values only where something is logged: building them costs a warm admission
 	// more than the rest of its logging.
 	log := logf.FromContext(ctx)
-	if pod.labels()[config.InjectLabel] == config.InjectDisabled {
-		log.V(1).Info("Pod opted out by label", "namespace", req.Namespace)
-		return admission.Allowed("pod opted out"), metrics.OptedOut
-	}
-
 	matcher := h.Config.Matcher()
-	candidates, warnings := matchImages(matcher, pod)
+	candidates, warnings := matchImages(matcher, images)
 	if len(candidates) == 0 {
-		return withWarnings(admission.Allowed("no configured registry"), warnings), metrics.NothingToAdd
+		resp := withWarnings(admission.Allowed("no configured registry"), warnings)
+		return nil, &resp, metrics.NothingToAdd
 	}
-
-	nsLabels, warning, err := h.namespaceLabels(ctx, matcher, req.Namespace, candidates)
+	nsLabels, warning, err := h.namespaceLabels(ctx, matcher, namespace, candidates)
 	if warning != "" {
 		warnings = append(warnings, warning)
 	}
 	if err != nil {
-		log.Error(err, "Cannot read namespace, admitting Pod unchanged", "namespace", req.Namespace)
-		return withWarnings(admission.Allowed("namespace unreadable"), warnings), metrics.Error
+		log.Error(err, "Cannot read namespace, admitting Pod unchanged", "namespace", namespace)
+		resp := withWarnings(admission.Allowed("namespace unreadable"), warnings)
+		return nil, &resp, metrics.Error
 	}
 	if nsLabels == nil || !matcher.NamespaceSelector().Matches(nsLabels) {
-		log.V(1).Info("Namespace not opted in", "namespace", req.Namespace)
-		return withWarnings(admission.Allowed("namespace not opted in"), warnings), metrics.NotSelected
+		log.V(1).Info("Namespace not opted in", "namespace", namespace)
+		resp := withWarnings(admission.Allowed("namespace not opted in"), warnings)
+		return nil, &resp, metrics.NotSelected
 	}
+	return &selection{matcher: matcher, candidates: candidates, nsLabels: nsLabels, warnings: warnings}, nil, ""
+}
+
+// handleCreate answers a Pod create: the copies its images need, and their references patched in.
+func (h *Injector) handleCreate(ctx context.Context, req admission.Request) (admission.Response, metrics.Outcome) {
+	pod, done, outcome := decodeRequestPod(ctx, req)
+	if done != nil {
+		return *done, outcome
+	}
+	sel, done, outcome := h.selectEntries(ctx, req.Namespace, pod.images())
+	if done != nil {
+		return *done, outcome
+	}
+	matcher, candidates, nsLabels, warnings := sel.matcher, sel.candidates, sel.nsLabels, sel.warnings
+	log := logf.FromContext(ctx)
 
 	existing := pod.Spec.ImagePullSecrets
 	var added []string
@@ -189,11 +233,8 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), named); warning != "" {
 			warnings = append(warnings, warning)
 		}
-		if h.Health != nil {
-			if problem := h.Health.Problem(e.Registry.Secret); problem != "" {
-				warnings = append(warnings, fmt.Sprintf("pullsecret-injector: source secret %s gives the kubelet no credential "+
-					"for this Pod's images, its pulls may fail: %s", e.Registry.Secret, problem))
-			}
+		if warning := h.credentialWarning(e.Registry.Secret); warning != "" {
+			warnings = append(warnings, warning)
 		}
 		if !named {
 			added = append(added, name)
@@ -215,6 +256,80 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 	return withWarnings(resp, warnings), metrics.Injected
 }
 
+// handleEphemeral answers an update of the ephemeralcontainers subresource (`kubectl debug`), which adds
+// ephemeral containers to a running Pod whose imagePullSecrets can no longer change: nothing is patched.
+// For the images of the containers the update adds, under the same opt-in, opt-out and selectors as a
+// create, the webhook makes sure the copies exist (dry runs write nothing), and for each Secret they need
+// that the Pod does not reference, it warns that the pull goes without it and records an Event on the Pod:
+// the kubelet uses the Pod's pull secrets only. No ServiceAccount is looked at: no reference is added.
+func (h *Injector) handleEphemeral(ctx context.Context, req admission.Request) admission.Response {
+	pod, done, _ := decodeRequestPod(ctx, req)
+	if done != nil {
+		return *done
+	}
+	old, err := decodePod(req.OldObject.Raw)
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode old pod: %w", err))
+	}
+	images := pod.addedEphemeralImages(old)
+	if len(images) == 0 {
+		return admission.Allowed("no ephemeral container added")
+	}
+	sel, done, _ := h.selectEntries(ctx, req.Namespace, images)
+	if done != nil {
+		return *done
+	}
+	warnings := sel.warnings
+	var checked []string
+	for _, e := range sel.candidates {
+		name := e.Registry.Secret.Name
+		if slices.Contains(checked, name) || !e.NamespaceSelector.Matches(sel.nsLabels) {
+			continue
+		}
+		checked = append(checked, name)
+		// No reference is added, so someone else's Secret of that name gets no ownership warning: the
+		// missing reference is what this Pod's pull fails for, if anything.
+		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), true); warning != "" {
+			warnings = append(warnings, warning)
+		}
+		if pod.references(name) {
+			if warning := h.credentialWarning(e.Registry.Secret); warning != "" {
+				warnings = append(warnings, warning)
+			}
+			continue
+		}
+		warnings = append(warnings, fmt.Sprintf("pullsecret-injector: an ephemeral container's image pulls from registry %q, "+
+			"whose pull secret %q this Pod does not reference; imagePullSecrets cannot change after creation, so the kubelet "+
+			"pulls that image without credentials and the pull fails if the image is private", e.Registry.Registry, name))
+		if !isDryRun(req) {
+			regarding := &corev1.Pod{
+				TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+				ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace, Name: req.Name},
+			}
+			if pod.Metadata != nil {
+				regarding.UID = pod.Metadata.UID
+			}
+			h.Events.Warning(regarding, events.ReasonPullSecretMissing, events.ActionCheck,
+				"An ephemeral container's image pulls from registry %q, whose pull secret %q this Pod does not reference: "+
+					"the kubelet pulls it without credentials, and a private image's pull fails", e.Registry.Registry, name)
+		}
+	}
+	return withWarnings(admission.Allowed("ephemeral containers checked"), warnings)
+}
+
+// credentialWarning returns the warning for a Pod that gets src's copy when src holds a credential that
+// cannot work, "" when it holds none such.
+func (h *Injector) credentialWarning(src config.SecretRef) string {
+	if h.Health == nil {
+		return ""
+	}
+	if problem := h.Health.Problem(src); problem != "" {
+		return fmt.Sprintf("pullsecret-injector: source secret %s gives the kubelet no credential "+
+			"for this Pod's images, its pulls may fail: %s", src, problem)
+	}
+	return ""
+}
+
 // claimed returns the Secrets the InjectedAnnotation names, in config order: those added now and, of those
 // the Pod references already and this call would add (namedSelected), the ones the annotation the Pod
 // comes with names. On a reinvocation (a later webhook changed the Pod and the API server calls this one
@@ -223,7 +338,7 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 // it says is kept only for a Secret the Pod references and the webhook would add for its images in its
 // namespace, so an author can make the annotation name no other Secret, and its size is bounded by the
 // configuration, whatever was written. Its registries are the configuration's, never the Pod's.
-func claimed(candidates []*config.Entry, added, namedSelected []string, previous []string) []string {
+func claimed(candidates []*config.Entry, added, namedSelected, previous []string) []string {
 	var out []string
 	for _, e := range candidates {
 		name := e.Registry.Secret.Name
@@ -238,9 +353,9 @@ func claimed(candidates []*config.Entry, added, namedSelected []string, previous
 }
 
 // injections says, for each claimed Secret, which configured registries the Pod's images matched.
-func injections(candidates []*config.Entry, added []string) []Injection {
-	out := make([]Injection, len(added))
-	for i, name := range added {
+func injections(candidates []*config.Entry, names []string) []Injection {
+	out := make([]Injection, len(names))
+	for i, name := range names {
 		out[i].Secret = name
 		for _, e := range candidates {
 			if e.Registry.Secret.Name == name {
@@ -251,23 +366,21 @@ func injections(candidates []*config.Entry, added []string) []Injection {
 	return out
 }
 
-// matchImages returns the configured entries any of the Pod's images pulls from, in config order, without
+// matchImages returns the configured entries any of the images pulls from, in config order, without
 // applying the entries' namespace selectors yet.
-func matchImages(matcher *config.Matcher, pod *podFields) ([]*config.Entry, []string) {
+func matchImages(matcher *config.Matcher, images []string) ([]*config.Entry, []string) {
 	var matched []*config.Entry
 	var warnings []string
-	for _, containers := range [...][]containerImage{pod.Spec.InitContainers, pod.Spec.Containers, pod.Spec.EphemeralContainers} {
-		for _, c := range containers {
-			entries, err := matcher.MatchImage(c.Image)
-			if err != nil {
-				warnings = append(warnings, fmt.Sprintf("pullsecret-injector: image %q is not a valid reference, no pull secret added for it: %v", c.Image, err))
-				continue
-			}
-			// Entries are few (they come from the configuration), so a linear search beats a map.
-			for _, e := range entries {
-				if !slices.Contains(matched, e) {
-					matched = append(matched, e)
-				}
+	for _, image := range images {
+		entries, err := matcher.MatchImage(image)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("pullsecret-injector: image %q is not a valid reference, no pull secret added for it: %v", image, err))
+			continue
+		}
+		// Entries are few (they come from the configuration), so a linear search beats a map.
+		for _, e := range entries {
+			if !slices.Contains(matched, e) {
+				matched = append(matched, e)
 			}
 		}
 	}

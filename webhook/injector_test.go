@@ -349,6 +349,27 @@ func TestHandle(t *testing.T) {
 			wantCreated:  []string{"team/team-a-regcred", "team/quay-regcred", "team/hub-regcred"},
 			wantAPIReads: ptr.To[int32](0),
 		},
+		"an image volume alone needs its Secret, as a container's image does": {
+			cached: append(sources(), labelledTeam), live: sources(),
+			pod:      withImageVolumes(pod("ghcr.io/org/app"), "quay.io/org/data:1", ""),
+			wantRefs: []string{"quay-regcred"}, wantCreated: []string{"team/quay-regcred"}, wantAPIReads: ptr.To[int32](0),
+		},
+		"an image volume's short Docker Hub name normalises as a container image's does": {
+			cached: append(sources(), labelledTeam, managedCopy("team", "hub-regcred")),
+			pod:    withImageVolumes(pod("ghcr.io/org/app"), "busybox"), wantRefs: []string{"hub-regcred"},
+		},
+		"image volumes and containers together, in config order": {
+			cached: append(sources(), labelledTeam), live: sources(),
+			pod:         withImageVolumes(pod("nginx"), "registry.example.com:5000/team-a/data", "", "quay.io/org/data"),
+			wantRefs:    []string{"team-a-regcred", "quay-regcred", "hub-regcred"},
+			wantCreated: []string{"team/team-a-regcred", "team/quay-regcred", "team/hub-regcred"},
+		},
+		"an image volume with an invalid reference is skipped with a warning": {
+			cached:      append(sources(), labelledTeam, managedCopy("team", "quay-regcred")),
+			pod:         withImageVolumes(pod("quay.io/a/b"), "Quay.io/UPPER"),
+			wantRefs:    []string{"quay-regcred"},
+			wantWarning: []string{`image "Quay.io/UPPER" is not a valid reference`},
+		},
 		"existing references are kept and never duplicated": {
 			cached: append(sources(), labelledTeam, managedCopy("team", "quay-regcred"), managedCopy("team", "hub-regcred")),
 			pod: func() *corev1.Pod {

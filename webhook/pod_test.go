@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -93,20 +94,26 @@ func checkEquivalent(t testing.TB, raw []byte, added, claimed []string) {
 // fieldsOf is what decodePod should make of the Pod.
 func fieldsOf(p *corev1.Pod) *podFields {
 	f := &podFields{APIVersion: p.APIVersion, Kind: p.Kind}
-	f.Metadata = &struct {
-		Labels      map[string]string `json:"labels"`
-		Annotations map[string]string `json:"annotations"`
-	}{Labels: p.Labels, Annotations: p.Annotations}
+	f.Metadata = &podMetadata{UID: p.UID, Labels: p.Labels, Annotations: p.Annotations}
 	f.Spec.ServiceAccountName = p.Spec.ServiceAccountName
 	f.Spec.ImagePullSecrets = p.Spec.ImagePullSecrets
 	for _, c := range p.Spec.InitContainers {
-		f.Spec.InitContainers = append(f.Spec.InitContainers, containerImage{Image: c.Image})
+		f.Spec.InitContainers = append(f.Spec.InitContainers, containerImage{Name: c.Name, Image: c.Image})
 	}
 	for _, c := range p.Spec.Containers {
-		f.Spec.Containers = append(f.Spec.Containers, containerImage{Image: c.Image})
+		f.Spec.Containers = append(f.Spec.Containers, containerImage{Name: c.Name, Image: c.Image})
 	}
 	for _, c := range p.Spec.EphemeralContainers {
-		f.Spec.EphemeralContainers = append(f.Spec.EphemeralContainers, containerImage{Image: c.Image})
+		f.Spec.EphemeralContainers = append(f.Spec.EphemeralContainers, containerImage{Name: c.Name, Image: c.Image})
+	}
+	for _, v := range p.Spec.Volumes {
+		var pv podVolume
+		if v.Image != nil {
+			pv.Image = &struct {
+				Reference string `json:"reference"`
+			}{Reference: v.Image.Reference}
+		}
+		f.Spec.Volumes = append(f.Spec.Volumes, pv)
 	}
 	return f
 }
@@ -164,6 +171,10 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 		{name: "an injected annotation that already says it all stays",
 			raw:   `{"metadata":{"annotations":{"` + InjectedAnnotation + `":"[{\"secret\":\"x\",\"registries\":[\"quay.io\",\"x.example.com\"]}]"}}}`,
 			added: []string{"x"}},
+		{name: "image volumes, and volumes of other kinds", raw: mustJSON(t, withImageVolumes(pod("nginx"), "quay.io/org/data", "")), added: []string{"quay-regcred"}},
+		{name: "an image volume without a reference or with a null image",
+			raw: `{"spec":{"volumes":[{"name":"a","image":{}},{"name":"b","image":null},{"name":"c","emptyDir":{}}]}}`, added: []string{"x"}},
+		{name: "ephemeral containers with their names", raw: mustJSON(t, withEphemeral(pod("nginx"), "quay.io/org/debug")), added: []string{"quay-regcred"}},
 		{name: "a reinvocation replaces the annotation with every Secret added",
 			raw:   mustJSON(t, withAnnotation(withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred"), `[{"secret":"quay-regcred","registries":["quay.io"]}]`)),
 			added: []string{"hub-regcred"}, claimed: []string{"quay-regcred", "hub-regcred"}},
@@ -187,12 +198,14 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 
 func TestDecodePodRefuses(t *testing.T) {
 	for name, raw := range map[string]string{
-		"empty object bytes":     ``,
-		"not JSON":               `{"spec":`,
-		"another kind":           `{"apiVersion":"apps/v1","kind":"Deployment"}`,
-		"another version":        `{"apiVersion":"v2","kind":"Pod"}`,
-		"a mistyped field read":  `{"spec":{"containers":"nginx"}}`,
-		"a mistyped label value": `{"metadata":{"labels":{"a":1}}}`,
+		"empty object bytes":                ``,
+		"not JSON":                          `{"spec":`,
+		"another kind":                      `{"apiVersion":"apps/v1","kind":"Deployment"}`,
+		"another version":                   `{"apiVersion":"v2","kind":"Pod"}`,
+		"a mistyped field read":             `{"spec":{"containers":"nginx"}}`,
+		"a mistyped label value":            `{"metadata":{"labels":{"a":1}}}`,
+		"a mistyped image volume reference": `{"spec":{"volumes":[{"name":"v","image":{"reference":1}}]}}`,
+		"a mistyped volume list":            `{"spec":{"volumes":{"name":"v"}}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := decodePod([]byte(raw)); err == nil {
@@ -215,6 +228,8 @@ func FuzzDirectPatch(f *testing.F) {
 		pod("quay.io/org/app:1", "registry.example.com:5000/team-a/api"),
 		withPullSecrets(pod("nginx"), "own", ""),
 		{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}}, Spec: corev1.PodSpec{ServiceAccountName: "sa"}},
+		withImageVolumes(pod("nginx"), "quay.io/org/data:1", ""),
+		withEphemeral(pod("nginx"), "quay.io/org/debug:1"),
 	} {
 		raw, err := json.Marshal(p)
 		if err != nil {
@@ -241,6 +256,30 @@ func FuzzDirectPatch(f *testing.F) {
 		added := split(names)
 		checkEquivalent(t, raw, added, append(split(earlier), added...))
 	})
+}
+
+// withImageVolumes adds an image volume per reference to p, and an emptyDir volume, "" standing for a
+// volume of another kind.
+func withImageVolumes(p *corev1.Pod, refs ...string) *corev1.Pod {
+	for i, r := range refs {
+		v := corev1.Volume{Name: fmt.Sprintf("v%d", i)}
+		if r == "" {
+			v.EmptyDir = &corev1.EmptyDirVolumeSource{}
+		} else {
+			v.Image = &corev1.ImageVolumeSource{Reference: r, PullPolicy: corev1.PullIfNotPresent}
+		}
+		p.Spec.Volumes = append(p.Spec.Volumes, v)
+	}
+	return p
+}
+
+// withEphemeral adds an ephemeral container per image to p.
+func withEphemeral(p *corev1.Pod, images ...string) *corev1.Pod {
+	for i, image := range images {
+		p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: fmt.Sprintf("debugger-%d", i), Image: image}})
+	}
+	return p
 }
 
 func withAnnotation(p *corev1.Pod, value string) *corev1.Pod {
