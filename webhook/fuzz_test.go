@@ -309,7 +309,8 @@ func checkPatch(t *testing.T, matcher *config.Matcher, raw, patch []byte) {
 			m, _ := ref.(map[string]any)
 			return m["name"] == inj.Secret
 		})
-		if says[inj.Secret] || (!slices.Contains(added, inj.Secret) && !(configured[inj.Secret] && wasNamed && prior[inj.Secret])) {
+		earlier := configured[inj.Secret] && wasNamed && prior[inj.Secret]
+		if says[inj.Secret] || (!slices.Contains(added, inj.Secret) && !earlier) {
 			t.Fatalf("annotation %s names %q, which was neither added (%v) nor referenced and named before", InjectedAnnotation, inj.Secret, added)
 		}
 		says[inj.Secret] = true

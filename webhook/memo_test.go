@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -53,6 +54,12 @@ func unique(i, n int) string {
 	return s + strings.Repeat("x", n-len(s))
 }
 
+// suffix returns the number a name such as "ns-12" ends with.
+func suffix(name string) int {
+	n, _ := strconv.Atoi(name[strings.LastIndexByte(name, '-')+1:])
+	return n
+}
+
 // The memos of live reads hold what a tenant's objects say (a namespace's labels, a ServiceAccount's pull
 // secrets, a Secret at a copy's name): 10,000 of each, each large and unique, must leave the injector
 // holding a bounded number of bytes, not a number of entries each of any size.
@@ -86,8 +93,7 @@ func TestMemosAreBoundedInBytes(t *testing.T) {
 					return fmt.Errorf("unexpected live read of %T", obj)
 				}
 				sa.Namespace, sa.Name, sa.ResourceVersion = key.Namespace, key.Name, "1"
-				i := 0
-				fmt.Sscanf(key.Name, "sa-%d", &i)
+				i := suffix(key.Name)
 				for j := range 64 {
 					sa.ImagePullSecrets = append(sa.ImagePullSecrets, corev1.LocalObjectReference{Name: unique(i*64+j, 253)})
 				}
@@ -104,8 +110,7 @@ func TestMemosAreBoundedInBytes(t *testing.T) {
 		"namespaces with large labels read live": {
 			cache: optedInNamespacesOnly,
 			live: func(key client.ObjectKey, obj client.Object) error {
-				i := 0
-				fmt.Sscanf(key.Name, "ns-%d", &i)
+				i := suffix(key.Name)
 				labels := map[string]string{config.InjectLabel: config.InjectEnabled}
 				for j := range 40 {
 					labels[unique(i*40+j, 253)+"/"+strings.Repeat("k", 63)] = strings.Repeat("v", 63)
@@ -120,8 +125,7 @@ func TestMemosAreBoundedInBytes(t *testing.T) {
 		"Secrets of a copy's name that someone else owns": {
 			cache: optedInNamespacesOnly,
 			live: func(key client.ObjectKey, obj client.Object) error {
-				i := 0
-				fmt.Sscanf(key.Namespace, "ns-%d", &i)
+				i := suffix(key.Namespace)
 				obj.SetName(key.Name)
 				obj.SetNamespace(key.Namespace)
 				obj.SetAnnotations(map[string]string{managed.SourceAnnotation: unique(i, 16<<10)})
