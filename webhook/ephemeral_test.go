@@ -159,12 +159,7 @@ func TestEphemeralContainers(t *testing.T) {
 			if diff := cmp.Diff(tc.wantCreated, created); diff != "" {
 				t.Errorf("created secrets (-want +got):\n%s", diff)
 			}
-			if len(tc.wantWarning) > 0 && !hasWarning(resp, tc.wantWarning...) {
-				t.Errorf("warnings %q lack %q", resp.Warnings, tc.wantWarning)
-			}
-			if len(tc.wantWarning) == 0 && len(resp.Warnings) > 0 {
-				t.Errorf("unexpected warnings %q", resp.Warnings)
-			}
+			checkWarnings(t, resp, tc.wantWarning)
 			if diff := cmp.Diff(tc.wantEvents, log.about("Pod")); diff != "" {
 				t.Errorf("Events on the Pod (-want +got):\n%s", diff)
 			}

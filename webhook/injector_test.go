@@ -212,6 +212,18 @@ func applied(t *testing.T, req admission.Request, resp admission.Response) []str
 	return names
 }
 
+// checkWarnings requires one of resp's warnings to hold every part of want, or, when want is empty, no
+// warning at all.
+func checkWarnings(t *testing.T, resp admission.Response, want []string) {
+	t.Helper()
+	if len(want) > 0 && !hasWarning(resp, want...) {
+		t.Errorf("warnings %q lack %q", resp.Warnings, want)
+	}
+	if len(want) == 0 && len(resp.Warnings) > 0 {
+		t.Errorf("unexpected warnings %q", resp.Warnings)
+	}
+}
+
 func hasWarning(resp admission.Response, parts ...string) bool {
 	for _, w := range resp.Warnings {
 		ok := true
@@ -511,12 +523,7 @@ func TestHandle(t *testing.T) {
 			if diff := cmp.Diff(tc.wantCreated, created); diff != "" {
 				t.Errorf("created secrets (-want +got):\n%s", diff)
 			}
-			if len(tc.wantWarning) > 0 && !hasWarning(resp, tc.wantWarning...) {
-				t.Errorf("warnings %q lack %q", resp.Warnings, tc.wantWarning)
-			}
-			if len(tc.wantWarning) == 0 && len(resp.Warnings) > 0 {
-				t.Errorf("unexpected warnings %q", resp.Warnings)
-			}
+			checkWarnings(t, resp, tc.wantWarning)
 			if tc.wantAPIReads != nil && f.api.reads.Load() != *tc.wantAPIReads {
 				t.Errorf("API server reads = %d, want %d", f.api.reads.Load(), *tc.wantAPIReads)
 			}
