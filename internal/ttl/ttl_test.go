@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 func TestCacheExpires(t *testing.T) {
@@ -100,23 +102,14 @@ func TestCacheRefusesAnEntryLargerThanItsBound(t *testing.T) {
 // The heap a full cache holds, measured rather than counted: EntryOverhead must not understate it.
 func TestCacheBytesCoverTheHeap(t *testing.T) {
 	const budget = 1 << 20
-	before := heapAlloc()
+	before := testenv.HeapAlloc()
 	c := &Cache[bool]{TTL: time.Hour, MaxBytes: budget}
 	for i := range 100000 {
 		c.Put(strconv.Itoa(i), true)
 	}
-	held := heapAlloc() - before
+	held := testenv.HeapAlloc() - before
 	runtime.KeepAlive(c)
 	if held > budget {
 		t.Errorf("a cache bounded at %d bytes holds %d bytes of heap", budget, held)
 	}
-}
-
-// heapAlloc is testenv.HeapAlloc, which this package cannot import: testenv imports config, which imports
-// metrics, which imports this package.
-func heapAlloc() int {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int(m.HeapAlloc)
 }
