@@ -226,7 +226,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	tlsOpts := []func(*tls.Config){certProvider.TLSOpt, serverTLS}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                        scheme,
-		Cache:                         webhook.CacheOptions(),
+		Cache:                         webhook.CacheOptions(store),
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              o.leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,

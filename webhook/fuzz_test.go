@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -94,6 +95,9 @@ func FuzzServeAdmission(f *testing.F) {
 		review(f, "admission.k8s.io/v1beta1", podRequest(f, "payments", pod("123456789012.dkr.ecr.eu-west-1.amazonaws.com/app"))),
 		review(f, "admission.k8s.io/v1", podRequest(f, "team", pod("nginx"), func(r *admissionv1.AdmissionRequest) { r.DryRun = ptr.To(true) })),
 		review(f, "admission.k8s.io/v1", podRequest(f, "team", pod("quay.io/a/b"), func(r *admissionv1.AdmissionRequest) { r.Operation = admissionv1.Update })),
+		review(f, "admission.k8s.io/v1", ephemeralRequest(f, "team", pod("nginx"), withEphemeral(pod("nginx"), "quay.io/org/debug:1"), false)),
+		review(f, "admission.k8s.io/v1", ephemeralRequest(f, "payments", pod("nginx"),
+			withEphemeral(pod("nginx"), "123456789012.dkr.ecr.eu-west-1.amazonaws.com/debug", "registry.example.com:5000/team-a/x"), true)),
 	} {
 		f.Add(body)
 	}
@@ -151,6 +155,10 @@ func FuzzHandlePod(f *testing.F) {
 		pod("missing.example.com/app", "opaque.example.com/app", "nginx"),
 		manyContainers(1000),
 		withPullSecrets(pod("quay.io/org/app"), "quay-regcred", "", "other"),
+		withImageVolumes(pod("ghcr.io/org/app"), "quay.io/org/data:1", "", "Quay.io/UPPER", "busybox"),
+		// As on a reinvocation, or as an author may write it: what the annotation says is kept only in part.
+		withAnnotation(withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred", "mine"),
+			`[{"secret":"quay-regcred","registries":["x"]},{"secret":"mine"},{"secret":"team-a-regcred"}]`),
 	} {
 		raw, err := json.Marshal(p)
 		if err != nil {
@@ -196,7 +204,21 @@ func checkResponse(t *testing.T, injector *Injector, req admissionv1.AdmissionRe
 		}
 		return
 	}
-	if req.Operation != admissionv1.Create || req.SubResource != "" || req.Resource.Group != "" || req.Resource.Resource != "pods" {
+	pods := req.Resource.Group == "" && req.Resource.Resource == "pods"
+	if pods && req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers" {
+		// Never patched; refused with a 400 only when the request is malformed.
+		_, newErr := decodePod(req.Object.Raw)
+		_, oldErr := decodePod(req.OldObject.Raw)
+		malformed := req.Namespace == "" || newErr != nil
+		if len(patch) > 0 || (malformed && (allowed || result == nil || result.Code != http.StatusBadRequest)) ||
+			(!malformed && oldErr == nil && !allowed) {
+			t.Fatalf("ephemeralcontainers update (namespace %q, new object error %v, old object error %v) answered allowed=%v, "+
+				"result %+v, patch %s; want a 400 when malformed, otherwise allowed, and never a patch",
+				req.Namespace, newErr, oldErr, allowed, result, patch)
+		}
+		return
+	}
+	if req.Operation != admissionv1.Create || req.SubResource != "" || !pods {
 		if !allowed || len(patch) > 0 {
 			t.Fatalf("request for %s %v/%s answered allowed=%v with patch %s, want allowed untouched", req.Operation, req.Resource, req.SubResource, allowed, patch)
 		}
@@ -240,6 +262,7 @@ func checkPatch(t *testing.T, matcher *config.Matcher, raw, patch []byte) {
 	}
 	before, beforeRefs := splitPullSecrets(t, original)
 	after, afterRefs := splitPullSecrets(t, patched)
+	prior := priorInjected(before)
 	injected := splitInjected(t, before, after)
 	// reflect.DeepEqual rather than cmp.Diff: cmp takes minutes on the deeply nested values fuzzing makes.
 	if !reflect.DeepEqual(before, after) {
@@ -275,16 +298,44 @@ func checkPatch(t *testing.T, matcher *config.Matcher, raw, patch []byte) {
 	for _, ref := range afterRefs[len(beforeRefs):] {
 		added = append(added, ref.(map[string]any)["name"].(string))
 	}
-	var says []string
+	// The annotation names every Secret added and, besides, only configured Secrets the Pod referenced and
+	// its own annotation named already (an earlier call's additions, on a reinvocation).
+	says := map[string]bool{}
 	for _, inj := range injected {
 		if len(inj.Registries) == 0 {
 			t.Fatalf("annotation %s names %q without the registries that matched", InjectedAnnotation, inj.Secret)
 		}
-		says = append(says, inj.Secret)
+		wasNamed := slices.ContainsFunc(beforeRefs, func(ref any) bool {
+			m, _ := ref.(map[string]any)
+			return m["name"] == inj.Secret
+		})
+		earlier := configured[inj.Secret] && wasNamed && prior[inj.Secret]
+		if says[inj.Secret] || (!slices.Contains(added, inj.Secret) && !earlier) {
+			t.Fatalf("annotation %s names %q, which was neither added (%v) nor referenced and named before", InjectedAnnotation, inj.Secret, added)
+		}
+		says[inj.Secret] = true
 	}
-	if !reflect.DeepEqual(added, says) {
-		t.Fatalf("annotation %s names %v, want the Secrets added, %v", InjectedAnnotation, says, added)
+	for _, name := range added {
+		if !says[name] {
+			t.Fatalf("annotation %s lacks %q, which was added", InjectedAnnotation, name)
+		}
 	}
+}
+
+// priorInjected returns the Secrets the Pod's own annotation names, as the handler reads it.
+func priorInjected(pod map[string]any) map[string]bool {
+	meta, _ := pod["metadata"].(map[string]any)
+	annotations, _ := meta["annotations"].(map[string]any)
+	value, _ := annotations[InjectedAnnotation].(string)
+	var list []struct {
+		Secret string `json:"secret"`
+	}
+	_ = json.Unmarshal([]byte(value), &list)
+	out := map[string]bool{}
+	for _, inj := range list {
+		out[inj.Secret] = true
+	}
+	return out
 }
 
 // splitInjected removes the webhook's annotation from after (and from before, where the Pod may have come

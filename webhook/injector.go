@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -69,11 +68,13 @@ type Injector struct {
 	// creates coalesces concurrent creates of the same copy within this process: a Deployment scaled to 50
 	// in a new namespace sends 50 requests at once, and one Create is enough.
 	creates singleflight.Group
-	// namespaces, foreign and serviceAccounts remember live reads, so that Pods a tenant creates cannot
-	// turn into API calls one for one (see recent.go): a namespace's labels, a Secret of a copy's name that
-	// is not ours (by namespace/name, trimmed as the copies' cache trims), an enforcing ServiceAccount.
+	// namespaces, copies and serviceAccounts remember live answers, so that Pods a tenant creates cannot
+	// turn into API calls one for one (see recent.go for each one's bound in bytes): a namespace's labels
+	// for liveConfirmTTL; what a live answer said about the Secret at a copy's name (someone else's, or
+	// missing as a dry-run create found), by "namespace/name" only, for liveConfirmTTL; what an enforcing
+	// ServiceAccount lists of the configured Secrets, while it is unchanged.
 	namespaces      ttl.Cache[labels.Set]
-	foreign         ttl.Cache[metav1.Object]
+	copies          ttl.Cache[copyState]
 	serviceAccounts serviceAccountReads
 	memos           sync.Once
 }
@@ -98,51 +99,95 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.
 // handle answers the request and says what it did with the Pod; no outcome for what is not a Pod create.
 func (h *Injector) handle(ctx context.Context, req admission.Request) (admission.Response, metrics.Outcome) {
 	h.memos.Do(func() {
-		h.namespaces.TTL, h.namespaces.Max = liveConfirmTTL, maxRecentReads
-		h.foreign.TTL, h.foreign.Max = liveConfirmTTL, maxRecentReads
+		h.namespaces.TTL, h.namespaces.MaxBytes, h.namespaces.Size = liveConfirmTTL, namespaceMemoBytes, labelsBytes
+		h.copies.TTL, h.copies.MaxBytes = liveConfirmTTL, copyMemoBytes
 	})
 	// The API server gives every request a UID; a review without one is not from an API server (an empty
 	// body, "{}" or "null" decode as such a review).
 	if req.UID == "" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("admission request has no uid")), metrics.Error
 	}
-	if req.Operation != admissionv1.Create || req.SubResource != "" ||
-		req.Resource.Group != "" || req.Resource.Resource != "pods" {
-		return admission.Allowed("not a pod create"), ""
+	pods := req.Resource.Group == "" && req.Resource.Resource == "pods"
+	switch {
+	case pods && req.Operation == admissionv1.Create && req.SubResource == "":
+		return h.handleCreate(ctx, req)
+	case pods && req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":
+		return h.handleEphemeral(ctx, req), "" // not a Pod create: not counted among the admissions
 	}
+	return admission.Allowed("not a pod create"), ""
+}
+
+// decodeRequestPod decodes the Pod of a request on pods, or returns the response that ends the request: a
+// 400 for a request without a namespace or a Pod, an allow for a Pod opted out.
+func decodeRequestPod(ctx context.Context, req admission.Request) (*podFields, *admission.Response, metrics.Outcome) {
 	if req.Namespace == "" {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("pod create request has no namespace")), metrics.Error
+		resp := admission.Errored(http.StatusBadRequest, fmt.Errorf("pod request has no namespace"))
+		return nil, &resp, metrics.Error
 	}
 	pod, err := decodePod(req.Object.Raw)
 	if err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode pod: %w", err)), metrics.Error
+		resp := admission.Errored(http.StatusBadRequest, fmt.Errorf("decode pod: %w", err))
+		return nil, &resp, metrics.Error
 	}
+	if pod.labels()[config.InjectLabel] == config.InjectDisabled {
+		logf.FromContext(ctx).V(1).Info("Pod opted out by label", "namespace", req.Namespace)
+		resp := admission.Allowed("pod opted out")
+		return nil, &resp, metrics.OptedOut
+	}
+	return pod, nil, ""
+}
+
+// selection is what a request's images need in its namespace: the configuration in force, the entries the
+// images match (in config order, their own selectors not applied yet), the namespace's labels, and the
+// warnings so far.
+type selection struct {
+	matcher    *config.Matcher
+	candidates []*config.Entry
+	nsLabels   labels.Set
+	warnings   []string
+}
+
+// selectEntries matches images and reads the namespace, or returns the response that ends the request:
+// no image pulls from a configured registry, or the namespace is not opted in or cannot be read.
+func (h *Injector) selectEntries(ctx context.Context, namespace string, images []string) (*selection, *admission.Response, metrics.Outcome) {
 	// The logger gets its values only where something is logged: building them costs a warm admission
 	// more than the rest of its logging.
 	log := logf.FromContext(ctx)
-	if pod.labels()[config.InjectLabel] == config.InjectDisabled {
-		log.V(1).Info("Pod opted out by label", "namespace", req.Namespace)
-		return admission.Allowed("pod opted out"), metrics.OptedOut
-	}
-
 	matcher := h.Config.Matcher()
-	candidates, warnings := matchImages(matcher, pod)
+	candidates, warnings := matchImages(matcher, images)
 	if len(candidates) == 0 {
-		return withWarnings(admission.Allowed("no configured registry"), warnings), metrics.NothingToAdd
+		resp := withWarnings(admission.Allowed("no configured registry"), warnings)
+		return nil, &resp, metrics.NothingToAdd
 	}
-
-	nsLabels, warning, err := h.namespaceLabels(ctx, matcher, req.Namespace, candidates)
+	nsLabels, warning, err := h.namespaceLabels(ctx, matcher, namespace, candidates)
 	if warning != "" {
 		warnings = append(warnings, warning)
 	}
 	if err != nil {
-		log.Error(err, "Cannot read namespace, admitting Pod unchanged", "namespace", req.Namespace)
-		return withWarnings(admission.Allowed("namespace unreadable"), warnings), metrics.Error
+		log.Error(err, "Cannot read namespace, admitting Pod unchanged", "namespace", namespace)
+		resp := withWarnings(admission.Allowed("namespace unreadable"), warnings)
+		return nil, &resp, metrics.Error
 	}
 	if nsLabels == nil || !matcher.NamespaceSelector().Matches(nsLabels) {
-		log.V(1).Info("Namespace not opted in", "namespace", req.Namespace)
-		return withWarnings(admission.Allowed("namespace not opted in"), warnings), metrics.NotSelected
+		log.V(1).Info("Namespace not opted in", "namespace", namespace)
+		resp := withWarnings(admission.Allowed("namespace not opted in"), warnings)
+		return nil, &resp, metrics.NotSelected
 	}
+	return &selection{matcher: matcher, candidates: candidates, nsLabels: nsLabels, warnings: warnings}, nil, ""
+}
+
+// handleCreate answers a Pod create: the copies its images need, and their references patched in.
+func (h *Injector) handleCreate(ctx context.Context, req admission.Request) (admission.Response, metrics.Outcome) {
+	pod, done, outcome := decodeRequestPod(ctx, req)
+	if done != nil {
+		return *done, outcome
+	}
+	sel, done, outcome := h.selectEntries(ctx, req.Namespace, pod.images())
+	if done != nil {
+		return *done, outcome
+	}
+	matcher, candidates, nsLabels, warnings := sel.matcher, sel.candidates, sel.nsLabels, sel.warnings
+	log := logf.FromContext(ctx)
 
 	existing := pod.Spec.ImagePullSecrets
 	var added []string
@@ -152,8 +197,11 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 	}
 	// The Pod's ServiceAccount matters only for a Secret the Pod does not reference yet; it is looked up
 	// once, when the first such Secret comes.
-	var sa *corev1.ServiceAccount
+	var sa *enforcingServiceAccount
 	saLooked := false
+	// namedSelected holds the Secrets the Pod references already that the webhook would add for its
+	// images: on a reinvocation, the ones an earlier call added are among them (see claimed).
+	var namedSelected []string
 	// selected says some matching entry selects the namespace; when none does, the Pod was not selected.
 	selected := false
 	for i, e := range candidates {
@@ -164,12 +212,15 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 		}
 		selected = true
 		named := referenced(name)
-		if !named && !saLooked {
-			sa, saLooked = h.enforcingServiceAccount(ctx, req.Namespace, pod.Spec.ServiceAccountName), true
+		if named {
+			namedSelected = append(namedSelected, name)
 		}
-		if sa != nil && !named && !listsPullSecret(sa, name) {
+		if !named && !saLooked {
+			sa, saLooked = h.enforcingServiceAccount(ctx, matcher, req.Namespace, pod.Spec.ServiceAccountName), true
+		}
+		if sa != nil && !named && !sa.listsPullSecret(name) {
 			// The ServiceAccount admission plugin runs after the webhooks and would refuse the Pod.
-			allowed, warning := h.allowOnServiceAccount(ctx, sa, name, isDryRun(req))
+			allowed, warning := h.allowOnServiceAccount(ctx, matcher, sa, name, isDryRun(req))
 			if warning != "" {
 				warnings = append(warnings, warning)
 			}
@@ -182,11 +233,8 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), named); warning != "" {
 			warnings = append(warnings, warning)
 		}
-		if h.Health != nil {
-			if problem := h.Health.Problem(e.Registry.Secret); problem != "" {
-				warnings = append(warnings, fmt.Sprintf("pullsecret-injector: source secret %s gives the kubelet no credential "+
-					"for this Pod's images, its pulls may fail: %s", e.Registry.Secret, problem))
-			}
+		if warning := h.credentialWarning(e.Registry.Secret); warning != "" {
+			warnings = append(warnings, warning)
 		}
 		if !named {
 			added = append(added, name)
@@ -201,17 +249,113 @@ func (h *Injector) handle(ctx context.Context, req admission.Request) (admission
 	if log.V(1).Enabled() {
 		log.V(1).Info("Adding image pull secrets", "namespace", req.Namespace, "added", added)
 	}
-	resp, err := podPatch(pod, added, injections(candidates, added))
+	resp, err := podPatch(pod, added, injections(candidates, claimed(candidates, added, namedSelected, pod.injected())))
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err), metrics.Error
 	}
 	return withWarnings(resp, warnings), metrics.Injected
 }
 
-// injections says, for each added Secret, which configured registries the Pod's images matched.
-func injections(candidates []*config.Entry, added []string) []Injection {
-	out := make([]Injection, len(added))
-	for i, name := range added {
+// handleEphemeral answers an update of the ephemeralcontainers subresource (`kubectl debug`), which adds
+// ephemeral containers to a running Pod whose imagePullSecrets can no longer change: nothing is patched.
+// For the images of the containers the update adds, under the same opt-in, opt-out and selectors as a
+// create, the webhook makes sure the copies exist (dry runs write nothing), and for each Secret they need
+// that the Pod does not reference, it warns that the pull goes without it and records an Event on the Pod:
+// the kubelet uses the Pod's pull secrets only. No ServiceAccount is looked at: no reference is added.
+func (h *Injector) handleEphemeral(ctx context.Context, req admission.Request) admission.Response {
+	pod, done, _ := decodeRequestPod(ctx, req)
+	if done != nil {
+		return *done
+	}
+	old, err := decodePod(req.OldObject.Raw)
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode old pod: %w", err))
+	}
+	images := pod.addedEphemeralImages(old)
+	if len(images) == 0 {
+		return admission.Allowed("no ephemeral container added")
+	}
+	sel, done, _ := h.selectEntries(ctx, req.Namespace, images)
+	if done != nil {
+		return *done
+	}
+	warnings := sel.warnings
+	var checked []string
+	for _, e := range sel.candidates {
+		name := e.Registry.Secret.Name
+		if slices.Contains(checked, name) || !e.NamespaceSelector.Matches(sel.nsLabels) {
+			continue
+		}
+		checked = append(checked, name)
+		// No reference is added, so someone else's Secret of that name gets no ownership warning: the
+		// missing reference is what this Pod's pull fails for, if anything.
+		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), true); warning != "" {
+			warnings = append(warnings, warning)
+		}
+		if pod.references(name) {
+			if warning := h.credentialWarning(e.Registry.Secret); warning != "" {
+				warnings = append(warnings, warning)
+			}
+			continue
+		}
+		warnings = append(warnings, fmt.Sprintf("pullsecret-injector: an ephemeral container's image pulls from registry %q, "+
+			"whose pull secret %q this Pod does not reference; imagePullSecrets cannot change after creation, so the kubelet "+
+			"pulls that image without credentials and the pull fails if the image is private", e.Registry.Registry, name))
+		if !isDryRun(req) {
+			regarding := &corev1.Pod{
+				TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+				ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace, Name: req.Name},
+			}
+			if pod.Metadata != nil {
+				regarding.UID = pod.Metadata.UID
+			}
+			h.Events.Warning(regarding, events.ReasonPullSecretMissing, events.ActionCheck,
+				"An ephemeral container's image pulls from registry %q, whose pull secret %q this Pod does not reference: "+
+					"the kubelet pulls it without credentials, and a private image's pull fails", e.Registry.Registry, name)
+		}
+	}
+	return withWarnings(admission.Allowed("ephemeral containers checked"), warnings)
+}
+
+// credentialWarning returns the warning for a Pod that gets src's copy when src holds a credential that
+// cannot work, "" when it holds none such.
+func (h *Injector) credentialWarning(src config.SecretRef) string {
+	if h.Health == nil {
+		return ""
+	}
+	if problem := h.Health.Problem(src); problem != "" {
+		return fmt.Sprintf("pullsecret-injector: source secret %s gives the kubelet no credential "+
+			"for this Pod's images, its pulls may fail: %s", src, problem)
+	}
+	return ""
+}
+
+// claimed returns the Secrets the InjectedAnnotation names, in config order: those added now and, of those
+// the Pod references already and this call would add (namedSelected), the ones the annotation the Pod
+// comes with names. On a reinvocation (a later webhook changed the Pod and the API server calls this one
+// again), the Pod comes with this webhook's earlier annotation and references, so the annotation keeps
+// naming every Secret the webhook added. The annotation is the Pod author's to write at create too: what
+// it says is kept only for a Secret the Pod references and the webhook would add for its images in its
+// namespace, so an author can make the annotation name no other Secret, and its size is bounded by the
+// configuration, whatever was written. Its registries are the configuration's, never the Pod's.
+func claimed(candidates []*config.Entry, added, namedSelected, previous []string) []string {
+	var out []string
+	for _, e := range candidates {
+		name := e.Registry.Secret.Name
+		if slices.Contains(out, name) {
+			continue
+		}
+		if slices.Contains(added, name) || (slices.Contains(namedSelected, name) && slices.Contains(previous, name)) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// injections says, for each claimed Secret, which configured registries the Pod's images matched.
+func injections(candidates []*config.Entry, names []string) []Injection {
+	out := make([]Injection, len(names))
+	for i, name := range names {
 		out[i].Secret = name
 		for _, e := range candidates {
 			if e.Registry.Secret.Name == name {
@@ -222,23 +366,21 @@ func injections(candidates []*config.Entry, added []string) []Injection {
 	return out
 }
 
-// matchImages returns the configured entries any of the Pod's images pulls from, in config order, without
+// matchImages returns the configured entries any of the images pulls from, in config order, without
 // applying the entries' namespace selectors yet.
-func matchImages(matcher *config.Matcher, pod *podFields) ([]*config.Entry, []string) {
+func matchImages(matcher *config.Matcher, images []string) ([]*config.Entry, []string) {
 	var matched []*config.Entry
 	var warnings []string
-	for _, containers := range [...][]containerImage{pod.Spec.InitContainers, pod.Spec.Containers, pod.Spec.EphemeralContainers} {
-		for _, c := range containers {
-			entries, err := matcher.MatchImage(c.Image)
-			if err != nil {
-				warnings = append(warnings, fmt.Sprintf("pullsecret-injector: image %q is not a valid reference, no pull secret added for it: %v", c.Image, err))
-				continue
-			}
-			// Entries are few (they come from the configuration), so a linear search beats a map.
-			for _, e := range entries {
-				if !slices.Contains(matched, e) {
-					matched = append(matched, e)
-				}
+	for _, image := range images {
+		entries, err := matcher.MatchImage(image)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("pullsecret-injector: image %q is not a valid reference, no pull secret added for it: %v", image, err))
+			continue
+		}
+		// Entries are few (they come from the configuration), so a linear search beats a map.
+		for _, e := range entries {
+			if !slices.Contains(matched, e) {
+				matched = append(matched, e)
 			}
 		}
 	}
@@ -324,7 +466,7 @@ const (
 // enforcingServiceAccount returns the Pod's ServiceAccount when it enforces mountable secrets, nil when it
 // does not or cannot be told. Only the annotation is cached (ServiceAccounts are cached as trimmed
 // metadata); the ServiceAccount itself is read live, and only for one that enforces, which is rare.
-func (h *Injector) enforcingServiceAccount(ctx context.Context, namespace, name string) *corev1.ServiceAccount {
+func (h *Injector) enforcingServiceAccount(ctx context.Context, m *config.Matcher, namespace, name string) *enforcingServiceAccount {
 	if name == "" {
 		name = "default" // the ServiceAccount admission plugin's default, set before the webhooks run
 	}
@@ -333,57 +475,49 @@ func (h *Injector) enforcingServiceAccount(ctx context.Context, namespace, name 
 	// A ServiceAccount the cache does not show yet is taken as not enforcing: reading it live would cost
 	// every Pod of a ServiceAccount that does not exist an API call, for an annotation that is deprecated
 	// and a cache that lags by milliseconds (see docs/limitations.md).
-	if err := h.Cache.Get(ctx, key, meta); err != nil || !enforcesMountableSecrets(meta) {
+	if err := h.Cache.Get(ctx, key, meta); err != nil || !managed.EnforcesMountableSecrets(meta) {
 		return nil
 	}
-	if sa := h.serviceAccounts.get(key.String(), meta.ResourceVersion); sa != nil {
+	if sa := h.serviceAccounts.get(m, key.String(), meta.ResourceVersion); sa != nil {
 		return sa // unchanged since it was read live
 	}
-	sa := &corev1.ServiceAccount{}
-	if err := h.APIReader.Get(ctx, key, sa); err != nil {
+	live := &corev1.ServiceAccount{}
+	if err := h.APIReader.Get(ctx, key, live); err != nil {
 		logf.FromContext(ctx).Error(err, "Cannot read ServiceAccount that enforces mountable secrets", "serviceAccount", name)
 		return nil
 	}
-	h.serviceAccounts.put(key.String(), sa)
+	sa := newEnforcingServiceAccount(live, m)
+	h.serviceAccounts.put(m, key.String(), sa)
 	return sa
-}
-
-func enforcesMountableSecrets(sa metav1.Object) bool {
-	enforce, _ := strconv.ParseBool(sa.GetAnnotations()[managed.EnforceMountableSecretsAnnotation])
-	return enforce
-}
-
-func listsPullSecret(sa *corev1.ServiceAccount, name string) bool {
-	return slices.ContainsFunc(sa.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == name })
 }
 
 // allowOnServiceAccount decides, for a Secret the Pod's enforcing ServiceAccount does not list, whether the
 // Pod may reference it, appending it to the ServiceAccount first in ServiceAccountAppend mode.
-func (h *Injector) allowOnServiceAccount(ctx context.Context, sa *corev1.ServiceAccount, secret string, dryRun bool) (bool, string) {
+func (h *Injector) allowOnServiceAccount(ctx context.Context, m *config.Matcher, sa *enforcingServiceAccount, secret string, dryRun bool) (bool, string) {
 	if h.ServiceAccounts != ServiceAccountAppend {
 		return false, fmt.Sprintf("pullsecret-injector: service account %q enforces mountable secrets and does not list %q in its "+
-			"imagePullSecrets; %q is not added, or the ServiceAccount admission plugin would refuse the Pod", sa.Name, secret, secret)
+			"imagePullSecrets; %q is not added, or the ServiceAccount admission plugin would refuse the Pod", sa.name, secret, secret)
 	}
 	if dryRun {
 		return true, ""
 	}
-	if err := h.appendPullSecret(ctx, sa, secret); err != nil {
-		logf.FromContext(ctx).Error(err, "Cannot add pull secret to ServiceAccount", "serviceAccount", sa.Name, "secret", secret)
+	if err := h.appendPullSecret(ctx, m, sa, secret); err != nil {
+		logf.FromContext(ctx).Error(err, "Cannot add pull secret to ServiceAccount", "serviceAccount", sa.name, "secret", secret)
 		return false, fmt.Sprintf("pullsecret-injector: service account %q enforces mountable secrets and %q could not be added "+
-			"to its imagePullSecrets, so it is not referenced: %v", sa.Name, secret, err)
+			"to its imagePullSecrets, so it is not referenced: %v", sa.name, secret, err)
 	}
-	logf.FromContext(ctx).Info("Added pull secret to ServiceAccount that enforces mountable secrets", "serviceAccount", sa.Name, "secret", secret)
+	logf.FromContext(ctx).Info("Added pull secret to ServiceAccount that enforces mountable secrets", "serviceAccount", sa.name, "secret", secret)
 	return true, ""
 }
 
 // appendPullSecret appends secret to sa's imagePullSecrets with a JSON patch that fails if another writer
 // changed the list since sa was read; it then reads again and retries. sa is left as the API server stored
 // it, so a second Secret for the same Pod patches on top of the first.
-func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccount, secret string) error {
+func (h *Injector) appendPullSecret(ctx context.Context, m *config.Matcher, sa *enforcingServiceAccount, secret string) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": sa.ResourceVersion}}
+		ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": sa.resourceVersion}}
 		ref := map[string]string{"name": secret}
-		if sa.ImagePullSecrets == nil {
+		if !sa.hasPullSecrets {
 			ops = append(ops, map[string]any{"op": "add", "path": "/imagePullSecrets", "value": []any{ref}})
 		} else {
 			ops = append(ops, map[string]any{"op": "add", "path": "/imagePullSecrets/-", "value": ref})
@@ -392,25 +526,25 @@ func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccou
 		if err != nil {
 			return fmt.Errorf("build patch: %w", err)
 		}
-		patched := sa.DeepCopy()
+		key := types.NamespacedName{Namespace: sa.namespace, Name: sa.name}
+		patched := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: sa.namespace, Name: sa.name}}
 		err = h.Writer.Patch(ctx, patched, client.RawPatch(types.JSONPatchType, body))
 		// A failed test operation is a 422 Invalid from the API server.
 		if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
 			fresh := &corev1.ServiceAccount{}
-			if gerr := h.APIReader.Get(ctx, client.ObjectKeyFromObject(sa), fresh); gerr != nil {
+			if gerr := h.APIReader.Get(ctx, key, fresh); gerr != nil {
 				return gerr
 			}
-			if listsPullSecret(fresh, secret) {
-				*sa = *fresh
+			*sa = *newEnforcingServiceAccount(fresh, m)
+			if sa.listsPullSecret(secret) {
 				return nil
 			}
-			*sa = *fresh
-			return apierrors.NewConflict(corev1.Resource("serviceaccounts"), sa.Name, err)
+			return apierrors.NewConflict(corev1.Resource("serviceaccounts"), sa.name, err)
 		}
 		if err != nil {
-			return fmt.Errorf("patch service account %q: %w", sa.Name, err)
+			return fmt.Errorf("patch service account %q: %w", sa.name, err)
 		}
-		*sa = *patched
+		*sa = *newEnforcingServiceAccount(patched, m)
 		return nil
 	})
 }
@@ -420,6 +554,9 @@ func (h *Injector) appendPullSecret(ctx context.Context, sa *corev1.ServiceAccou
 // Secret that is repaired later pulls on the kubelet's next retry, whereas a refused Pod may be a
 // controller's problem for a long time. podNamed says the Pod names the Secret
 // itself, so an unmanaged Secret of that name is what it asked for and no warning is due.
+//
+// A dry run takes the same path and costs the same API calls, its create being a dry-run create: the same
+// answer as a real request, and no more live reads.
 func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace string, dryRun, podNamed bool) string {
 	src := e.Registry.Secret
 	if namespace == src.Namespace {
@@ -437,25 +574,25 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 	if err != nil && !apierrors.IsNotFound(err) {
 		logf.FromContext(ctx).V(1).Info("Copy cache read failed, falling back to the API server", "error", err.Error())
 	}
-	source, warning := h.source(ctx, e)
-	if theirs, ok := h.foreign.Get(key.String()); ok {
+	// What a live answer said a moment ago answers before anything is read again.
+	switch state, _ := h.copies.Get(key.String()); {
+	case state == foreignSecret:
 		// Someone else's Secret has the copy's name; a create would answer AlreadyExists again.
-		return join(warning, ownership(theirs, src, namespace, podNamed))
+		return ownership(src, namespace, podNamed)
+	case state == dryRunClear && dryRun:
+		// As for the Pods after a real create, which find the copy.
+		return ""
 	}
+	source, warning := h.source(ctx, e)
+	flight := key.String()
 	if dryRun {
-		// No write on a dry run, but the same answer as a real request, including the warning for a
-		// Secret this project does not own.
-		if err := h.APIReader.Get(ctx, key, existing); err == nil {
-			h.rememberForeign(key, existing)
-			return join(warning, ownership(existing, src, namespace, podNamed))
-		}
-		return warning
+		flight = "dry-run " + flight // a real request must not take a dry run's answer
 	}
-	pending := h.creates.DoChan(key.String(), func() (any, error) {
+	pending := h.creates.DoChan(flight, func() (any, error) {
 		// Detached from the request: the first caller's cancellation must not fail the callers sharing it.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
 		defer cancel()
-		return h.create(cctx, src, source, namespace), nil
+		return h.create(cctx, src, source, namespace, dryRun), nil
 	})
 	var created createResult
 	select {
@@ -469,28 +606,15 @@ func (h *Injector) ensureCopy(ctx context.Context, e *config.Entry, namespace st
 		return join(warning, fmt.Sprintf("pullsecret-injector: the copy of %s into namespace %q is still being created; "+
 			"the Pod references it and its pulls succeed once it exists", src, namespace))
 	}
-	if !created.managed {
-		h.rememberForeign(key, created.existing)
-		return join(warning, ownership(created.existing, src, namespace, podNamed))
+	switch {
+	case created.foreign:
+		h.copies.Put(key.String(), foreignSecret)
+		// The source does not matter to this Pod: it gets the other Secret, not a copy.
+		return ownership(src, namespace, podNamed)
+	case dryRun && created.warning == "":
+		h.copies.Put(key.String(), dryRunClear)
 	}
 	return join(warning, created.warning)
-}
-
-// rememberForeign remembers, for liveConfirmTTL, that the Secret at key is not a copy of ours, keeping only
-// the metadata the ownership warning reads: a tenant's Secret can carry any amount of metadata.
-func (h *Injector) rememberForeign(key types.NamespacedName, existing metav1.Object) {
-	if managed.IsManaged(existing) {
-		return
-	}
-	m, ok := existing.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return
-	}
-	trimmed, err := managed.TrimCopyMetadata(m)
-	if err != nil {
-		return
-	}
-	h.foreign.Put(key.String(), trimmed.(*metav1.PartialObjectMetadata))
 }
 
 // source returns the entry's source Secret when it can be copied, and otherwise nil and a warning. The
@@ -532,26 +656,32 @@ func (h *Injector) readSource(ctx context.Context, ref config.SecretRef) (*corev
 }
 
 type createResult struct {
-	// managed is false when a Secret of the copy's name exists and is not ours; existing then holds it.
-	managed  bool
-	existing metav1.Object
-	warning  string
+	// foreign says a Secret of the copy's name exists and is not ours.
+	foreign bool
+	warning string
 }
 
 // create creates the copy of src in namespace: the source's data when source is non-nil, a placeholder
-// otherwise.
-func (h *Injector) create(ctx context.Context, src config.SecretRef, source *corev1.Secret, namespace string) createResult {
+// otherwise. A dry run sends a dry-run create: the API server answers it as it would the create, and
+// stores nothing.
+func (h *Injector) create(ctx context.Context, src config.SecretRef, source *corev1.Secret, namespace string, dryRun bool) createResult {
 	log := logf.FromContext(ctx).WithValues("namespace", namespace, "secret", src.Name, "source", src.String())
 	cp := managed.Placeholder(src, namespace)
 	if source != nil {
 		cp = managed.Copy(source, namespace)
 	}
+	var opts []client.CreateOption
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
 	created := cp.DeepCopy()
 	err := retry.OnError(createBackoff, retriable, func() error {
 		created = cp.DeepCopy()
-		return h.Writer.Create(ctx, created)
+		return h.Writer.Create(ctx, created, opts...)
 	})
 	switch {
+	case err == nil && dryRun:
+		return createResult{}
 	case err == nil:
 		log.Info("Copied pull secret", "placeholder", source == nil)
 		metrics.CopyOperation(src.String(), metrics.Created)
@@ -560,20 +690,22 @@ func (h *Injector) create(ctx context.Context, src config.SecretRef, source *cor
 			note = "Created as a placeholder for %s, which is missing or unusable; filled in when it can be copied"
 		}
 		h.Events.Normal(created, events.ReasonCopyCreated, events.ActionCreate, note, src)
-		return createResult{managed: true}
+		return createResult{}
 	case apierrors.IsAlreadyExists(err):
 		// Another replica, or a Secret someone else made: only the label tells which.
 		existing := managed.PartialSecret()
 		if err := h.APIReader.Get(ctx, client.ObjectKeyFromObject(cp), existing); err != nil {
 			log.Error(err, "Cannot read existing secret")
-			return createResult{managed: true, warning: fmt.Sprintf("pullsecret-injector: secret %q exists in namespace %q but cannot be read: %v",
+			return createResult{warning: fmt.Sprintf("pullsecret-injector: secret %q exists in namespace %q but cannot be read: %v",
 				src.Name, namespace, err)}
 		}
-		return createResult{managed: managed.IsManaged(existing), existing: existing}
+		return createResult{foreign: !managed.IsManaged(existing)}
 	default:
-		log.Error(err, "Cannot copy pull secret")
-		metrics.CopyOperation(src.String(), metrics.Failed)
-		return createResult{managed: true, warning: fmt.Sprintf("pullsecret-injector: cannot copy secret %s into namespace %q, "+
+		if !dryRun {
+			log.Error(err, "Cannot copy pull secret")
+			metrics.CopyOperation(src.String(), metrics.Failed)
+		}
+		return createResult{warning: fmt.Sprintf("pullsecret-injector: cannot copy secret %s into namespace %q, "+
 			"it is referenced and the next Pod that needs it tries again: %v", src, namespace, err)}
 	}
 }
@@ -584,14 +716,14 @@ func retriable(err error) bool {
 		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err)
 }
 
-// ownership returns a warning when an existing Secret of the copy's name is not one this project manages,
-// unless the Pod named that Secret itself.
-func ownership(existing metav1.Object, src config.SecretRef, namespace string, podNamed bool) string {
-	if managed.IsManaged(existing) || podNamed {
+// ownership returns the warning for a Secret of the copy's name that this project does not manage, unless
+// the Pod named that Secret itself.
+func ownership(src config.SecretRef, namespace string, podNamed bool) string {
+	if podNamed {
 		return ""
 	}
 	return fmt.Sprintf("pullsecret-injector: secret %q in namespace %q is not managed by pullsecret-injector; "+
-		"it is referenced as it is and not replaced with a copy of %s", existing.GetName(), namespace, src)
+		"it is referenced as it is and not replaced with a copy of %s", src.Name, namespace, src)
 }
 
 func join(a, b string) string {

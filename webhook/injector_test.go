@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +30,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 const testConfig = `
@@ -103,19 +106,30 @@ func (r *countingReader) Get(ctx context.Context, key client.ObjectKey, obj clie
 	return r.Reader.Get(ctx, key, obj, opts...)
 }
 
-// recordingWriter records creates and can fail them.
+// recordingWriter records creates and can fail them. It answers a dry-run create as the API server does,
+// AlreadyExists for an object it holds, which the fake client does not.
 type recordingWriter struct {
 	client.Client
-	created   []*corev1.Secret
-	createErr error
+	created       []*corev1.Secret
+	dryRunCreates int
+	createErr     error
 }
 
 func (w *recordingWriter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	if s, ok := obj.(*corev1.Secret); ok {
+	o := &client.CreateOptions{}
+	o.ApplyOptions(opts)
+	dryRun := slices.Contains(o.DryRun, metav1.DryRunAll)
+	if s, ok := obj.(*corev1.Secret); ok && !dryRun {
 		w.created = append(w.created, s.DeepCopy())
+	}
+	if dryRun {
+		w.dryRunCreates++
 	}
 	if w.createErr != nil {
 		return w.createErr
+	}
+	if dryRun {
+		return dryWriter{w.Client}.Create(ctx, obj)
 	}
 	return w.Client.Create(ctx, obj, opts...)
 }
@@ -190,32 +204,24 @@ func pod(images ...string) *corev1.Pod {
 // applied applies the response's patch to the request's Pod and returns the references it ends up with.
 func applied(t *testing.T, req admission.Request, resp admission.Response) []string {
 	t.Helper()
-	if !resp.Allowed {
-		t.Fatalf("response not allowed: %+v", resp.Result)
-	}
-	raw := req.Object.Raw
-	if len(resp.Patches) > 0 {
-		ops, err := json.Marshal(resp.Patches)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := jsonpatch.DecodePatch(ops)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if raw, err = p.Apply(raw); err != nil {
-			t.Fatalf("apply patch %s: %v", ops, err)
-		}
-	}
-	var got corev1.Pod
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatal(err)
-	}
+	got, _ := appliedPod(t, req.Object.Raw, resp)
 	var names []string
 	for _, r := range got.Spec.ImagePullSecrets {
 		names = append(names, r.Name)
 	}
 	return names
+}
+
+// checkWarnings requires one of resp's warnings to hold every part of want, or, when want is empty, no
+// warning at all.
+func checkWarnings(t *testing.T, resp admission.Response, want []string) {
+	t.Helper()
+	if len(want) > 0 && !hasWarning(resp, want...) {
+		t.Errorf("warnings %q lack %q", resp.Warnings, want)
+	}
+	if len(want) == 0 && len(resp.Warnings) > 0 {
+		t.Errorf("unexpected warnings %q", resp.Warnings)
+	}
 }
 
 func hasWarning(resp admission.Response, parts ...string) bool {
@@ -354,6 +360,27 @@ func TestHandle(t *testing.T) {
 			wantRefs:     []string{"team-a-regcred", "quay-regcred", "hub-regcred"},
 			wantCreated:  []string{"team/team-a-regcred", "team/quay-regcred", "team/hub-regcred"},
 			wantAPIReads: ptr.To[int32](0),
+		},
+		"an image volume alone needs its Secret, as a container's image does": {
+			cached: append(sources(), labelledTeam), live: sources(),
+			pod:      withImageVolumes(pod("ghcr.io/org/app"), "quay.io/org/data:1", ""),
+			wantRefs: []string{"quay-regcred"}, wantCreated: []string{"team/quay-regcred"}, wantAPIReads: ptr.To[int32](0),
+		},
+		"an image volume's short Docker Hub name normalises as a container image's does": {
+			cached: append(sources(), labelledTeam, managedCopy("team", "hub-regcred")),
+			pod:    withImageVolumes(pod("ghcr.io/org/app"), "busybox"), wantRefs: []string{"hub-regcred"},
+		},
+		"image volumes and containers together, in config order": {
+			cached: append(sources(), labelledTeam), live: sources(),
+			pod:         withImageVolumes(pod("nginx"), "registry.example.com:5000/team-a/data", "", "quay.io/org/data"),
+			wantRefs:    []string{"team-a-regcred", "quay-regcred", "hub-regcred"},
+			wantCreated: []string{"team/team-a-regcred", "team/quay-regcred", "team/hub-regcred"},
+		},
+		"an image volume with an invalid reference is skipped with a warning": {
+			cached:      append(sources(), labelledTeam, managedCopy("team", "quay-regcred")),
+			pod:         withImageVolumes(pod("quay.io/a/b"), "Quay.io/UPPER"),
+			wantRefs:    []string{"quay-regcred"},
+			wantWarning: []string{`image "Quay.io/UPPER" is not a valid reference`},
 		},
 		"existing references are kept and never duplicated": {
 			cached: append(sources(), labelledTeam, managedCopy("team", "quay-regcred"), managedCopy("team", "hub-regcred")),
@@ -496,12 +523,7 @@ func TestHandle(t *testing.T) {
 			if diff := cmp.Diff(tc.wantCreated, created); diff != "" {
 				t.Errorf("created secrets (-want +got):\n%s", diff)
 			}
-			if len(tc.wantWarning) > 0 && !hasWarning(resp, tc.wantWarning...) {
-				t.Errorf("warnings %q lack %q", resp.Warnings, tc.wantWarning)
-			}
-			if len(tc.wantWarning) == 0 && len(resp.Warnings) > 0 {
-				t.Errorf("unexpected warnings %q", resp.Warnings)
-			}
+			checkWarnings(t, resp, tc.wantWarning)
 			if tc.wantAPIReads != nil && f.api.reads.Load() != *tc.wantAPIReads {
 				t.Errorf("API server reads = %d, want %d", f.api.reads.Load(), *tc.wantAPIReads)
 			}
@@ -788,9 +810,8 @@ func TestLiveReadsAreRemembered(t *testing.T) {
 		if got, creates := f.api.reads.Load(), len(f.writer.created); got != 1 || creates != 1 {
 			t.Errorf("3 Pods made %d live reads and %d creates, want 1 and 1", got, creates)
 		}
-		kept, _ := f.injector.foreign.Get("team/quay-regcred")
-		if kept == nil || len(kept.GetAnnotations()) != 0 {
-			t.Errorf("remembered %v, want the Secret's name without its annotations", kept)
+		if state, _ := f.injector.copies.Get("team/quay-regcred"); state != foreignSecret {
+			t.Errorf("remembered %v for team/quay-regcred, want foreignSecret", state)
 		}
 	})
 	t.Run("enforcing ServiceAccount", func(t *testing.T) {
@@ -806,4 +827,165 @@ func TestLiveReadsAreRemembered(t *testing.T) {
 			t.Errorf("3 Pods of one unchanged ServiceAccount made %d live reads, want 1", got)
 		}
 	})
+}
+
+// With someone else's Secret at a copy's name, what the first Pod found answers for the next ones before
+// anything is read, the source included, even when the source is not in the informer yet.
+func TestForeignMemoAnswersBeforeAnyRead(t *testing.T) {
+	theirs := source("quay-regcred", corev1.SecretTypeDockerConfigJson)
+	theirs.Namespace = "team"
+	f := newFixture(t, []client.Object{namespace("team", optIn)}, append(sources(), theirs))
+	for i := range 4 {
+		resp := f.injector.Handle(context.Background(), podRequest(t, "team", pod("quay.io/a/b")))
+		if !hasWarning(resp, `secret "quay-regcred" in namespace "team" is not managed`) {
+			t.Fatalf("Pod %d: warnings %q, want the ownership warning", i, resp.Warnings)
+		}
+		// The first Pod reads the source (not in the informer) and, after the create's AlreadyExists, the
+		// Secret; the others read nothing.
+		if got := f.api.reads.Load(); got != 2 {
+			t.Fatalf("after Pod %d: %d live reads, want 2", i, got)
+		}
+	}
+}
+
+// appliedPod applies the response's patch to raw and returns the Pod it makes.
+func appliedPod(t *testing.T, raw []byte, resp admission.Response) (*corev1.Pod, []byte) {
+	t.Helper()
+	if !resp.Allowed {
+		t.Fatalf("response not allowed: %+v", resp.Result)
+	}
+	if len(resp.Patches) > 0 {
+		ops, err := json.Marshal(resp.Patches)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := jsonpatch.DecodePatch(ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw, err = p.Apply(raw); err != nil {
+			t.Fatalf("apply patch %s: %v", ops, err)
+		}
+	}
+	got := &corev1.Pod{}
+	if err := json.Unmarshal(raw, got); err != nil {
+		t.Fatal(err)
+	}
+	return got, raw
+}
+
+func injectedOf(t *testing.T, p *corev1.Pod) []Injection {
+	t.Helper()
+	var out []Injection
+	if v, ok := p.Annotations[InjectedAnnotation]; ok {
+		if err := json.Unmarshal([]byte(v), &out); err != nil {
+			t.Fatalf("annotation %q is not a list of injections: %v", v, err)
+		}
+	}
+	return out
+}
+
+// When a later webhook changes the Pod and the API server calls this one again, the annotation names
+// every Secret this webhook added, from both calls.
+func TestInjectedAnnotationAcrossReinvocations(t *testing.T) {
+	cached := append(sources(), namespace("team", optIn), managedCopy("team", "quay-regcred"), managedCopy("team", "hub-regcred"))
+	f := newFixture(t, cached, nil)
+	first := podRequest(t, "team", pod("quay.io/a/b"))
+	p, _ := appliedPod(t, first.Object.Raw, f.injector.Handle(context.Background(), first))
+	// A later webhook adds a sidecar from Docker Hub; the API server calls this webhook again.
+	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sidecar", Image: "nginx"})
+	second := podRequest(t, "team", p)
+	final, _ := appliedPod(t, second.Object.Raw, f.injector.Handle(context.Background(), second))
+	want := []Injection{{Secret: "quay-regcred", Registries: []string{"quay.io"}}, {Secret: "hub-regcred", Registries: []string{"docker.io"}}}
+	if diff := cmp.Diff(want, injectedOf(t, final)); diff != "" {
+		t.Errorf("annotation after two calls (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]corev1.LocalObjectReference{{Name: "quay-regcred"}, {Name: "hub-regcred"}}, final.Spec.ImagePullSecrets); diff != "" {
+		t.Errorf("imagePullSecrets after two calls (-want +got):\n%s", diff)
+	}
+}
+
+// The annotation is the Pod author's to write at create: what it says is kept only for a Secret the Pod
+// references and this webhook would add for the Pod's images, with the configuration's registries, so no
+// value makes the webhook name another Secret or grow the annotation.
+func TestInjectedAnnotationTheAuthorWrote(t *testing.T) {
+	many := make([]Injection, 10000)
+	for i := range many {
+		many[i] = Injection{Secret: fmt.Sprintf("x-%d", i), Registries: []string{strings.Repeat("r", 100)}}
+	}
+	hub := Injection{Secret: "hub-regcred", Registries: []string{"docker.io"}}
+	for name, tc := range map[string]struct {
+		written any
+		refs    []string
+		images  []string
+		want    []Injection
+	}{
+		"a Secret the Pod references and the webhook would add is kept, with the configured registries": {
+			written: []Injection{{Secret: "quay-regcred", Registries: []string{"evil.example.com"}}},
+			refs:    []string{"quay-regcred"}, images: []string{"quay.io/a/b", "nginx"},
+			want: []Injection{{Secret: "quay-regcred", Registries: []string{"quay.io"}}, hub},
+		},
+		"a Secret the Pod does not reference is not claimed": {
+			written: []Injection{{Secret: "team-a-regcred", Registries: []string{"registry.example.com:5000/team-a"}}},
+			images:  []string{"nginx"}, want: []Injection{hub},
+		},
+		"a Secret no image of the Pod needs is not claimed": {
+			written: []Injection{{Secret: "team-a-regcred", Registries: []string{"registry.example.com:5000/team-a"}}},
+			refs:    []string{"team-a-regcred"}, images: []string{"nginx"}, want: []Injection{hub},
+		},
+		"a Secret that is not configured is not claimed": {
+			written: []Injection{{Secret: "mine", Registries: []string{"docker.io"}}},
+			refs:    []string{"mine"}, images: []string{"nginx"}, want: []Injection{hub},
+		},
+		"10,000 entries leave only what the configuration allows": {
+			written: append(many, Injection{Secret: "quay-regcred"}),
+			refs:    []string{"quay-regcred"}, images: []string{"nginx", "quay.io/a/b"},
+			want: []Injection{{Secret: "quay-regcred", Registries: []string{"quay.io"}}, hub},
+		},
+		"a value that is no list of injections is replaced": {
+			written: "lie", images: []string{"nginx"}, want: []Injection{hub},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cached := append(sources(), namespace("team", optIn), managedCopy("team", "quay-regcred"),
+				managedCopy("team", "hub-regcred"), managedCopy("team", "team-a-regcred"))
+			f := newFixture(t, cached, nil)
+			p := withPullSecrets(pod(tc.images...), tc.refs...)
+			value, ok := tc.written.(string)
+			if !ok {
+				value = mustJSON(t, tc.written)
+			}
+			p.Annotations = map[string]string{InjectedAnnotation: value}
+			req := podRequest(t, "team", p)
+			got, _ := appliedPod(t, req.Object.Raw, f.injector.Handle(context.Background(), req))
+			if diff := cmp.Diff(tc.want, injectedOf(t, got)); diff != "" {
+				t.Errorf("annotation (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// The memo of an enforcing ServiceAccount keeps only the configured Secrets it lists, so a reload that
+// configures another Secret must not answer from it: the ServiceAccount is read again.
+func TestServiceAccountMemoFollowsTheConfiguration(t *testing.T) {
+	sa := serviceAccount("builder", true, "other", "new-regcred")
+	newSource := source("new-regcred", corev1.SecretTypeDockerConfigJson)
+	f := newFixture(t, append(sources(), namespace("team", optIn), sa, newSource), append(sources(), sa, newSource))
+	p := pod("quay.io/a/b", "new.example.com/app")
+	p.Spec.ServiceAccountName = "builder"
+	req := podRequest(t, "team", p)
+	if resp := f.injector.Handle(context.Background(), req); !hasWarning(resp, `does not list "quay-regcred"`) || len(applied(t, req, resp)) != 0 {
+		t.Fatalf("before the reload: references %v, warnings %q; want none and the warning", applied(t, req, resp), resp.Warnings)
+	}
+	f.injector.Config = config.NewStaticStore(testenv.Matcher(t, testConfig+`
+  - registry: new.example.com
+    secret: {namespace: psi, name: new-regcred}
+`))
+	resp := f.injector.Handle(context.Background(), req)
+	if diff := cmp.Diff([]string{"new-regcred"}, applied(t, req, resp)); diff != "" {
+		t.Errorf("after the reload, imagePullSecrets (-want +got):\n%s", diff)
+	}
+	if got := f.api.reads.Load(); got != 2 {
+		t.Errorf("%d live reads of the ServiceAccount, want 2: one per configuration", got)
+	}
 }

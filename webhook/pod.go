@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	sigsjson "sigs.k8s.io/json"
 )
@@ -21,21 +23,36 @@ type podFields struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	// Metadata is nil when the document has none; the API server always sends it.
-	Metadata *struct {
-		Labels      map[string]string `json:"labels"`
-		Annotations map[string]string `json:"annotations"`
-	} `json:"metadata"`
-	Spec struct {
+	Metadata *podMetadata `json:"metadata"`
+	Spec     struct {
 		ServiceAccountName  string                        `json:"serviceAccountName"`
 		ImagePullSecrets    []corev1.LocalObjectReference `json:"imagePullSecrets"`
 		InitContainers      []containerImage              `json:"initContainers"`
 		Containers          []containerImage              `json:"containers"`
 		EphemeralContainers []containerImage              `json:"ephemeralContainers"`
+		Volumes             []podVolume                   `json:"volumes"`
 	} `json:"spec"`
 }
 
+type podMetadata struct {
+	// UID is the Pod's, for an Event about it; empty on a create, which runs before the UID is set.
+	UID         types.UID         `json:"uid"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+}
+
 type containerImage struct {
+	// Name tells an ephemeral container added by an update from the ones the Pod had.
+	Name  string `json:"name"`
 	Image string `json:"image"`
+}
+
+// podVolume is a volume; only an image volume (Kubernetes 1.31 and later) matters, whose reference the
+// kubelet pulls with the Pod's pull secrets, like a container's image.
+type podVolume struct {
+	Image *struct {
+		Reference string `json:"reference"`
+	} `json:"image"`
 }
 
 // decodePod decodes the fields the handler needs from a Pod as the API server sends it: JSON, with field
@@ -132,6 +149,64 @@ func podPatch(pod *podFields, added []string, injected []Injection) (admission.R
 		Patches:           ops,
 		AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, PatchType: &patchType},
 	}, nil
+}
+
+// injected returns the Secret names the Pod's InjectedAnnotation lists, nil when it has none or it is not a
+// list of injections. The value is the Pod author's to write: see claimed for what is made of it.
+func (p *podFields) injected() []string {
+	if p.Metadata == nil {
+		return nil
+	}
+	value, ok := p.Metadata.Annotations[InjectedAnnotation]
+	if !ok {
+		return nil
+	}
+	var list []struct {
+		Secret string `json:"secret"`
+	}
+	if err := json.Unmarshal([]byte(value), &list); err != nil {
+		return nil
+	}
+	names := make([]string, len(list))
+	for i, inj := range list {
+		names[i] = inj.Secret
+	}
+	return names
+}
+
+// images returns every image reference the kubelet pulls for the Pod with its pull secrets: the init,
+// regular and ephemeral containers' images and the image volumes' references.
+func (p *podFields) images() []string {
+	var out []string
+	for _, containers := range [...][]containerImage{p.Spec.InitContainers, p.Spec.Containers, p.Spec.EphemeralContainers} {
+		for _, c := range containers {
+			out = append(out, c.Image)
+		}
+	}
+	for _, v := range p.Spec.Volumes {
+		if v.Image != nil {
+			out = append(out, v.Image.Reference)
+		}
+	}
+	return out
+}
+
+// addedEphemeralImages returns the images of the ephemeral containers p has and old, the Pod before an
+// update of its ephemeralcontainers subresource, does not: ephemeral containers are never changed or
+// removed, so a name old does not have is a container the update adds.
+func (p *podFields) addedEphemeralImages(old *podFields) []string {
+	var out []string
+	for _, c := range p.Spec.EphemeralContainers {
+		if !slices.ContainsFunc(old.Spec.EphemeralContainers, func(o containerImage) bool { return o.Name == c.Name }) {
+			out = append(out, c.Image)
+		}
+	}
+	return out
+}
+
+// references reports whether the Pod's imagePullSecrets names name.
+func (p *podFields) references(name string) bool {
+	return slices.ContainsFunc(p.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == name })
 }
 
 // labels returns the Pod's labels, nil when it has none.

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -50,8 +51,9 @@ func diffPatch(t testing.TB, pod *corev1.Pod, added []string, injected []Injecti
 }
 
 // checkEquivalent decodes raw both ways and, when the scheme decodes it, requires decodePod to decode it too,
-// to the same fields, and podPatch to answer exactly as the diff of the marshalled Pods does.
-func checkEquivalent(t testing.TB, raw []byte, added []string) {
+// to the same fields, and podPatch to answer exactly as the diff of the marshalled Pods does. The
+// annotation names claimed, or added when claimed is nil (a reinvocation names earlier additions too).
+func checkEquivalent(t testing.TB, raw []byte, added, claimed []string) {
 	t.Helper()
 	var full corev1.Pod
 	if err := schemeDecoder.DecodeRaw(runtime.RawExtension{Raw: raw}, &full); err != nil || !json.Valid(raw) {
@@ -69,8 +71,11 @@ func checkEquivalent(t testing.TB, raw []byte, added []string) {
 	if diff := cmp.Diff(fieldsOf(&full), got); diff != "" {
 		t.Fatalf("decodePod(%s) mismatch with the scheme's Pod (-want +got):\n%s", raw, diff)
 	}
-	injected := make([]Injection, len(added))
-	for i, name := range added {
+	if claimed == nil {
+		claimed = added
+	}
+	injected := make([]Injection, len(claimed))
+	for i, name := range claimed {
 		injected[i] = Injection{Secret: name, Registries: []string{"quay.io", name + ".example.com"}}
 	}
 	want := diffPatch(t, &full, added, injected)
@@ -89,20 +94,26 @@ func checkEquivalent(t testing.TB, raw []byte, added []string) {
 // fieldsOf is what decodePod should make of the Pod.
 func fieldsOf(p *corev1.Pod) *podFields {
 	f := &podFields{APIVersion: p.APIVersion, Kind: p.Kind}
-	f.Metadata = &struct {
-		Labels      map[string]string `json:"labels"`
-		Annotations map[string]string `json:"annotations"`
-	}{Labels: p.Labels, Annotations: p.Annotations}
+	f.Metadata = &podMetadata{UID: p.UID, Labels: p.Labels, Annotations: p.Annotations}
 	f.Spec.ServiceAccountName = p.Spec.ServiceAccountName
 	f.Spec.ImagePullSecrets = p.Spec.ImagePullSecrets
 	for _, c := range p.Spec.InitContainers {
-		f.Spec.InitContainers = append(f.Spec.InitContainers, containerImage{Image: c.Image})
+		f.Spec.InitContainers = append(f.Spec.InitContainers, containerImage{Name: c.Name, Image: c.Image})
 	}
 	for _, c := range p.Spec.Containers {
-		f.Spec.Containers = append(f.Spec.Containers, containerImage{Image: c.Image})
+		f.Spec.Containers = append(f.Spec.Containers, containerImage{Name: c.Name, Image: c.Image})
 	}
 	for _, c := range p.Spec.EphemeralContainers {
-		f.Spec.EphemeralContainers = append(f.Spec.EphemeralContainers, containerImage{Image: c.Image})
+		f.Spec.EphemeralContainers = append(f.Spec.EphemeralContainers, containerImage{Name: c.Name, Image: c.Image})
+	}
+	for _, v := range p.Spec.Volumes {
+		var pv podVolume
+		if v.Image != nil {
+			pv.Image = &struct {
+				Reference string `json:"reference"`
+			}{Reference: v.Image.Reference}
+		}
+		f.Spec.Volumes = append(f.Spec.Volumes, pv)
 	}
 	return f
 }
@@ -133,9 +144,10 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 	withSA.Labels = map[string]string{"app": "web"}
 	withSA.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox"}}
 	tests := []struct {
-		name  string
-		raw   string
-		added []string
+		name    string
+		raw     string
+		added   []string
+		claimed []string
 	}{
 		{name: "pod without references gets the whole list", raw: mustJSON(t, pod("quay.io/org/app")), added: []string{"quay-regcred"}},
 		{name: "several references keep their order", raw: mustJSON(t, pod("quay.io/org/app")), added: []string{"b", "a", "c"}},
@@ -159,6 +171,19 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 		{name: "an injected annotation that already says it all stays",
 			raw:   `{"metadata":{"annotations":{"` + InjectedAnnotation + `":"[{\"secret\":\"x\",\"registries\":[\"quay.io\",\"x.example.com\"]}]"}}}`,
 			added: []string{"x"}},
+		{name: "image volumes, and volumes of other kinds", raw: mustJSON(t, withImageVolumes(pod("nginx"), "quay.io/org/data", "")), added: []string{"quay-regcred"}},
+		{name: "an image volume without a reference or with a null image",
+			raw: `{"spec":{"volumes":[{"name":"a","image":{}},{"name":"b","image":null},{"name":"c","emptyDir":{}}]}}`, added: []string{"x"}},
+		{name: "ephemeral containers with their names", raw: mustJSON(t, withEphemeral(pod("nginx"), "quay.io/org/debug")), added: []string{"quay-regcred"}},
+		{name: "a reinvocation replaces the annotation with every Secret added",
+			raw:   mustJSON(t, withAnnotation(withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred"), `[{"secret":"quay-regcred","registries":["quay.io"]}]`)),
+			added: []string{"hub-regcred"}, claimed: []string{"quay-regcred", "hub-regcred"}},
+		{name: "a reinvocation after a later webhook removed the annotation adds it back",
+			raw:   mustJSON(t, withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred")),
+			added: []string{"hub-regcred"}, claimed: []string{"quay-regcred", "hub-regcred"}},
+		{name: "a reinvocation with other annotations of the Pod's own",
+			raw:   `{"metadata":{"annotations":{"a":"b","` + InjectedAnnotation + `":"[]"}},"spec":{"imagePullSecrets":[{"name":"x"}]}}`,
+			added: []string{"y"}, claimed: []string{"x", "y"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,19 +191,21 @@ func TestDirectPatchEqualsDiff(t *testing.T) {
 			if err := schemeDecoder.DecodeRaw(runtime.RawExtension{Raw: []byte(tc.raw)}, &full); err != nil {
 				t.Fatalf("case is not a Pod the scheme decodes: %v", err)
 			}
-			checkEquivalent(t, []byte(tc.raw), tc.added)
+			checkEquivalent(t, []byte(tc.raw), tc.added, tc.claimed)
 		})
 	}
 }
 
 func TestDecodePodRefuses(t *testing.T) {
 	for name, raw := range map[string]string{
-		"empty object bytes":     ``,
-		"not JSON":               `{"spec":`,
-		"another kind":           `{"apiVersion":"apps/v1","kind":"Deployment"}`,
-		"another version":        `{"apiVersion":"v2","kind":"Pod"}`,
-		"a mistyped field read":  `{"spec":{"containers":"nginx"}}`,
-		"a mistyped label value": `{"metadata":{"labels":{"a":1}}}`,
+		"empty object bytes":                ``,
+		"not JSON":                          `{"spec":`,
+		"another kind":                      `{"apiVersion":"apps/v1","kind":"Deployment"}`,
+		"another version":                   `{"apiVersion":"v2","kind":"Pod"}`,
+		"a mistyped field read":             `{"spec":{"containers":"nginx"}}`,
+		"a mistyped label value":            `{"metadata":{"labels":{"a":1}}}`,
+		"a mistyped image volume reference": `{"spec":{"volumes":[{"name":"v","image":{"reference":1}}]}}`,
+		"a mistyped volume list":            `{"spec":{"volumes":{"name":"v"}}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := decodePod([]byte(raw)); err == nil {
@@ -193,29 +220,71 @@ func TestDecodePodRefuses(t *testing.T) {
 	}
 }
 
-// FuzzDirectPatch holds decodePod and addPullSecrets to the scheme and the diff for arbitrary Pods and
-// arbitrary references to add (names separated by commas).
+// FuzzDirectPatch holds decodePod and addPullSecrets to the scheme and the diff for arbitrary Pods,
+// arbitrary references to add (names separated by commas) and arbitrary Secrets an earlier call added,
+// which the annotation names before them.
 func FuzzDirectPatch(f *testing.F) {
 	for _, p := range []*corev1.Pod{
 		pod("quay.io/org/app:1", "registry.example.com:5000/team-a/api"),
 		withPullSecrets(pod("nginx"), "own", ""),
 		{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}}, Spec: corev1.PodSpec{ServiceAccountName: "sa"}},
+		withImageVolumes(pod("nginx"), "quay.io/org/data:1", ""),
+		withEphemeral(pod("nginx"), "quay.io/org/debug:1"),
 	} {
 		raw, err := json.Marshal(p)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(raw, "quay-regcred,hub-regcred")
+		f.Add(raw, "quay-regcred,hub-regcred", "")
 	}
-	f.Fuzz(func(t *testing.T, raw []byte, names string) {
-		var added []string
-		for _, n := range strings.Split(names, ",") {
-			if n != "" {
-				added = append(added, n)
+	reinvoked := withAnnotation(withPullSecrets(pod("quay.io/org/app", "nginx"), "quay-regcred"), `[{"secret":"quay-regcred","registries":["quay.io"]}]`)
+	raw, err := json.Marshal(reinvoked)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(raw, "hub-regcred", "quay-regcred")
+	f.Fuzz(func(t *testing.T, raw []byte, names, earlier string) {
+		split := func(s string) []string {
+			var out []string
+			for _, n := range strings.Split(s, ",") {
+				if n != "" {
+					out = append(out, n)
+				}
 			}
+			return out
 		}
-		checkEquivalent(t, raw, added)
+		added := split(names)
+		checkEquivalent(t, raw, added, append(split(earlier), added...))
 	})
+}
+
+// withImageVolumes adds an image volume per reference to p, and an emptyDir volume, "" standing for a
+// volume of another kind.
+func withImageVolumes(p *corev1.Pod, refs ...string) *corev1.Pod {
+	for i, r := range refs {
+		v := corev1.Volume{Name: fmt.Sprintf("v%d", i)}
+		if r == "" {
+			v.EmptyDir = &corev1.EmptyDirVolumeSource{}
+		} else {
+			v.Image = &corev1.ImageVolumeSource{Reference: r, PullPolicy: corev1.PullIfNotPresent}
+		}
+		p.Spec.Volumes = append(p.Spec.Volumes, v)
+	}
+	return p
+}
+
+// withEphemeral adds an ephemeral container per image to p.
+func withEphemeral(p *corev1.Pod, images ...string) *corev1.Pod {
+	for i, image := range images {
+		p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: fmt.Sprintf("debugger-%d", i), Image: image}})
+	}
+	return p
+}
+
+func withAnnotation(p *corev1.Pod, value string) *corev1.Pod {
+	metav1.SetMetaDataAnnotation(&p.ObjectMeta, InjectedAnnotation, value)
+	return p
 }
 
 func mustJSON(t testing.TB, v any) string {

@@ -23,15 +23,17 @@ import (
 )
 
 // CacheOptions returns the informer cache the webhook and the reconciler read from: the managed copies
-// (Secrets labelled as managed, anywhere) and namespaces, both as trimmed metadata. No Secret data is
-// cached here, so memory grows with the number of copies, never with their size or with the cluster's
-// other Secrets; the source Secrets are cached apart, one informer each (package sources).
-func CacheOptions() cache.Options {
+// (Secrets labelled as managed, anywhere), namespaces and ServiceAccounts, all as trimmed metadata. No
+// Secret data is cached here, so memory grows with the number of copies, never with their size or with
+// the cluster's other Secrets; the source Secrets are cached apart, one informer each (package sources).
+// cfg is the configuration in force: the copies' cache shares the configured sources' annotations
+// among their copies (see managed.TrimCopyMetadataFunc).
+func CacheOptions(cfg *config.Store) cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			managed.PartialSecret(): {
 				Label:     labels.SelectorFromSet(labels.Set{managed.ManagedByLabel: managed.ManagedByValue}),
-				Transform: managed.TrimCopyMetadata,
+				Transform: managed.TrimCopyMetadataFunc(cfg.Matcher),
 			},
 			managed.PartialNamespace():      {Transform: managed.TrimNamespaceMetadata},
 			managed.PartialServiceAccount(): {Transform: managed.TrimServiceAccountMetadata},

@@ -33,6 +33,8 @@ const (
 	ReasonSourceInvalid = "SourceInvalid"
 	// ReasonSourceValid: a source Secret that was invalid is usable again.
 	ReasonSourceValid = "SourceValid"
+	// ReasonPullSecretMissing: an ephemeral container added to a Pod needs a pull secret the Pod lacks.
+	ReasonPullSecretMissing = "PullSecretMissing"
 )
 
 // Actions of the Events (events.k8s.io requires one).

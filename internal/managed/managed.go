@@ -8,7 +8,9 @@ import (
 	"encoding/binary"
 	"maps"
 	"slices"
-	"sync"
+	"strconv"
+	"strings"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -66,7 +68,9 @@ func PartialServiceAccount() *metav1.PartialObjectMetadata {
 }
 
 // TrimServiceAccountMetadata is a cache transform for metadata-only ServiceAccounts: the webhook needs to
-// know only whether one enforces mountable secrets, so that annotation is all that is kept.
+// know only whether one enforces mountable secrets, so that is all that is kept, as a map every enforcing
+// ServiceAccount shares: a cached ServiceAccount holds its name, namespace, UID and resourceVersion, and no
+// string its author chose besides its name, whatever the size of its annotations.
 func TrimServiceAccountMetadata(obj any) (any, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
@@ -75,10 +79,20 @@ func TrimServiceAccountMetadata(obj any) (any, error) {
 	trimmed := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
 	}}
-	if v, ok := m.Annotations[EnforceMountableSecretsAnnotation]; ok {
-		trimmed.Annotations = map[string]string{EnforceMountableSecretsAnnotation: v}
+	if EnforcesMountableSecrets(m) {
+		trimmed.Annotations = enforcing
 	}
 	return trimmed, nil
+}
+
+// enforcing is the annotations map of every cached ServiceAccount that enforces mountable secrets.
+var enforcing = map[string]string{EnforceMountableSecretsAnnotation: "true"}
+
+// EnforcesMountableSecrets reports whether sa enforces mountable secrets, as the ServiceAccount admission
+// plugin reads the annotation.
+func EnforcesMountableSecrets(sa metav1.Object) bool {
+	enforce, _ := strconv.ParseBool(sa.GetAnnotations()[EnforceMountableSecretsAnnotation])
+	return enforce
 }
 
 // EnforceMountableSecretsAnnotation is the ServiceAccount admission plugin's opt-in annotation: a Pod of
@@ -164,60 +178,95 @@ func InSync(cp, source *corev1.Secret) bool {
 		(cp.Immutable == nil || !*cp.Immutable)
 }
 
-// TrimCopyMetadata is a cache transform for metadata-only Secrets: it keeps what telling and reconciling a
-// copy needs and drops the rest, so that a tenant's large labels and annotations on Secrets labelled as
-// managed cost no memory either.
-func TrimCopyMetadata(obj any) (any, error) {
-	m, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return obj, nil
+// maxSourceLen is the longest "namespace/name" a configured source can have: a namespace name (63
+// bytes), the slash and a Secret name (253). A longer source annotation can never equal a configured one.
+const maxSourceLen = 63 + 1 + 253
+
+// overlongSource stands, in the cache, for a source annotation longer than maxSourceLen: it says the
+// annotation is there (IsCopy needs that) and, having spaces, equals no configured "namespace/name" (the
+// reconciler restores any other value), without keeping a tenant's string of any size.
+const overlongSource = "(longer than any namespace/name)"
+
+// managedLabels and overlongAnnotations are the one-entry maps every cached copy with that label, or with
+// an overlong annotation, shares. Nothing changes a cached object (reads from the cache are deep copies),
+// so sharing is safe.
+var (
+	managedLabels       = map[string]string{ManagedByLabel: ManagedByValue}
+	overlongAnnotations = map[string]string{SourceAnnotation: overlongSource}
+)
+
+// TrimCopyMetadataFunc returns the cache transform for metadata-only Secrets labelled as managed: it keeps
+// what telling and reconciling a copy needs and drops the rest, so that a tenant's large labels and
+// annotations on Secrets labelled as managed cost no memory. configured returns the configuration in
+// force; nil means none.
+//
+// What a cached copy keeps, at most: name (253 bytes), namespace (63), UID, resourceVersion, two
+// timestamps, the managed-by label and the source annotation. The source annotation is shared with every
+// copy of that source when it is a configured source's "namespace/name" (the common case, the map is then
+// not paid per copy); another value up to maxSourceLen bytes is kept as a string of its own that goes away
+// with its object (a copy whose source a reload changes, a tenant's Secret); a longer one, which no
+// configured source can equal, becomes overlongSource. So nothing a tenant writes outlives its object or
+// costs more than about 1 KiB per object, whatever its size; the shared maps hold the configuration's
+// sources and are replaced when the configuration changes.
+func TrimCopyMetadataFunc(configured func() *config.Matcher) func(any) (any, error) {
+	var shared atomic.Pointer[sourceMaps]
+	return func(obj any) (any, error) {
+		m, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok {
+			return obj, nil
+		}
+		trimmed := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+			Name:              m.Name,
+			Namespace:         m.Namespace,
+			UID:               m.UID,
+			ResourceVersion:   m.ResourceVersion,
+			CreationTimestamp: m.CreationTimestamp,
+			DeletionTimestamp: m.DeletionTimestamp,
+		}}
+		if v, ok := m.Labels[ManagedByLabel]; ok {
+			trimmed.Labels = managedLabels
+			if v != ManagedByValue {
+				// Not from the informer, whose selector asks for the value; a label value is at most 63 bytes.
+				trimmed.Labels = map[string]string{ManagedByLabel: strings.Clone(v)}
+			}
+		}
+		if v, ok := m.Annotations[SourceAnnotation]; ok {
+			trimmed.Annotations = sourceAnnotation(&shared, configured, v)
+		}
+		return trimmed, nil
 	}
-	trimmed := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
-		Name:              m.Name,
-		Namespace:         m.Namespace,
-		UID:               m.UID,
-		ResourceVersion:   m.ResourceVersion,
-		CreationTimestamp: m.CreationTimestamp,
-		DeletionTimestamp: m.DeletionTimestamp,
-	}}
-	if v, ok := m.Labels[ManagedByLabel]; ok {
-		trimmed.Labels = copyLabels.get(ManagedByLabel, v)
-	}
-	if v, ok := m.Annotations[SourceAnnotation]; ok {
-		trimmed.Annotations = copyAnnotations.get(SourceAnnotation, v)
-	}
-	return trimmed, nil
 }
 
-// copyLabels and copyAnnotations hold the one-entry maps the cached copies share: every copy of a source
-// carries the same label and annotation, and a map per copy was a third of what a cached copy costs.
-// Nothing changes a cached object (reads from the cache are deep copies), so sharing is safe.
-var copyLabels, copyAnnotations = &sharedMaps{}, &sharedMaps{}
-
-// maxSharedMaps bounds the maps shared: the values come from the configuration, but a tenant can label a
-// Secret of its own as managed with any annotation value, and those must not grow this without bound.
-const maxSharedMaps = 1024
-
-// sharedMaps hands out one immutable single-entry map per key and value.
-type sharedMaps struct {
-	mu   sync.Mutex
-	maps map[[2]string]map[string]string
+// sourceMaps holds a one-entry source annotation map per configured source of one configuration.
+type sourceMaps struct {
+	matcher *config.Matcher
+	maps    map[string]map[string]string
 }
 
-func (s *sharedMaps) get(key, value string) map[string]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if m, ok := s.maps[[2]string{key, value}]; ok {
-		return m
+// sourceAnnotation returns the annotations map a cached copy with source annotation v keeps.
+func sourceAnnotation(shared *atomic.Pointer[sourceMaps], configured func() *config.Matcher, v string) map[string]string {
+	if len(v) > maxSourceLen {
+		return overlongAnnotations
 	}
-	m := map[string]string{key: value}
-	if s.maps == nil {
-		s.maps = map[[2]string]map[string]string{}
+	if configured != nil {
+		if m := configured(); m != nil {
+			s := shared.Load()
+			if s == nil || s.matcher != m {
+				// A reload: the old maps stay only as long as copies cached under them.
+				s = &sourceMaps{matcher: m, maps: map[string]map[string]string{}}
+				for _, src := range m.Sources() {
+					ref := src.String()
+					s.maps[ref] = map[string]string{SourceAnnotation: ref}
+				}
+				shared.Store(s)
+			}
+			if shared, ok := s.maps[v]; ok {
+				return shared
+			}
+		}
 	}
-	if len(s.maps) < maxSharedMaps {
-		s.maps[[2]string{key, value}] = m
-	}
-	return m
+	// strings.Clone: a substring would keep the whole decoded object alive.
+	return map[string]string{SourceAnnotation: strings.Clone(v)}
 }
 
 // TrimNamespaceMetadata is a cache transform for metadata-only Namespaces: selectors need the labels and

@@ -259,13 +259,8 @@ func wantWebhook(namespace string) admissionregistrationv1.MutatingWebhook {
 		ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
 			Namespace: namespace, Name: fullname, Path: ptr.To("/mutate-v1-pod"), Port: ptr.To[int32](443),
 		}},
-		Rules: []admissionregistrationv1.RuleWithOperations{{
-			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-			Rule: admissionregistrationv1.Rule{
-				APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"},
-				Scope: ptr.To(admissionregistrationv1.NamespacedScope),
-			},
-		}},
+		// Pod creates, and ephemeral containers added later (kubectl debug).
+		Rules:              testenv.WebhookRules(),
 		SideEffects:        ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
 		ReinvocationPolicy: ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
 		MatchPolicy:        ptr.To(admissionregistrationv1.Equivalent),

@@ -477,14 +477,26 @@ func (cp *ControlPlane) MutatingWebhookConfiguration(name string, port int, name
 			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
 			TimeoutSeconds:          ptr.To[int32](10),
 			NamespaceSelector:       namespaceSelector,
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule: admissionregistrationv1.Rule{
-					APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"},
-					Scope: ptr.To(admissionregistrationv1.NamespacedScope),
-				},
-			}},
+			Rules:                   WebhookRules(),
 		}},
+	}
+}
+
+// WebhookRules are the requests the chart's registration sends the webhook: Pod creates, and updates of
+// the ephemeralcontainers subresource (kubectl debug), whose new images may need a copy.
+func WebhookRules() []admissionregistrationv1.RuleWithOperations {
+	rule := func(op admissionregistrationv1.OperationType, resource string) admissionregistrationv1.RuleWithOperations {
+		return admissionregistrationv1.RuleWithOperations{
+			Operations: []admissionregistrationv1.OperationType{op},
+			Rule: admissionregistrationv1.Rule{
+				APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{resource},
+				Scope: ptr.To(admissionregistrationv1.NamespacedScope),
+			},
+		}
+	}
+	return []admissionregistrationv1.RuleWithOperations{
+		rule(admissionregistrationv1.Create, "pods"),
+		rule(admissionregistrationv1.Update, "pods/ephemeralcontainers"),
 	}
 }
 
