@@ -29,6 +29,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/redact"
 	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/ttl"
 )
@@ -633,9 +634,10 @@ func (h *Injector) source(ctx context.Context, e *config.Entry) (*corev1.Secret,
 		return nil, fmt.Sprintf("pullsecret-injector: cannot read source secret %s, %q is referenced and gets its credentials "+
 			"when the source can be read: %v", src, src.Name, err)
 	case !managed.Usable(s):
-		log.Info("Source secret has the wrong type, not copied", "type", string(s.Type))
+		// The type is the source's owner's to write, of any length: it is shown as all Secret text is.
+		log.Info("Source secret has the wrong type, not copied", "type", redact.Text(string(s.Type)))
 		return nil, fmt.Sprintf("pullsecret-injector: source secret %s has type %q, not %q; its credentials are not copied",
-			src, s.Type, corev1.SecretTypeDockerConfigJson)
+			src, redact.Text(string(s.Type)), corev1.SecretTypeDockerConfigJson)
 	}
 	return s, ""
 }

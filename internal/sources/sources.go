@@ -16,6 +16,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/redact"
 )
 
 // Reader answers reads of the configured source Secrets from memory. synced is false when it cannot answer
@@ -180,7 +181,7 @@ func (t *Tracker) report(log logr.Logger, obj any) {
 		return
 	}
 	log.Info("Source secret has the wrong type; it is not copied and copies keep their last good data",
-		"type", string(s.Type), "want", string(corev1.SecretTypeDockerConfigJson))
+		"type", redact.Text(string(s.Type)), "want", string(corev1.SecretTypeDockerConfigJson))
 }
 
 func (t *Tracker) notify(ref config.SecretRef) {
