@@ -7,9 +7,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,23 @@ func main() {
 	}
 }
 
+// demo is what the steps of the demonstration share.
+type demo struct {
+	cp         *testenv.ControlPlane
+	cs         kubernetes.Interface
+	wh         *testenv.Webhook
+	metricsURL string
+}
+
+// sourceNamespace and sourceName name the demo's source pull secret; demoNamespace is the opted-in
+// namespace its Pods run in.
+const (
+	sourceNamespace = "pullsecret-injector"
+	sourceName      = "example-regcred"
+	demoNamespace   = "demo"
+	demoImage       = "registry.example.com/team/app:1.0"
+)
+
 func run(exit bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -60,22 +78,50 @@ func run(exit bool) error {
 	if err != nil {
 		return err
 	}
+	d := &demo{cp: cp, cs: cs}
+	if err := d.createSource(ctx); err != nil {
+		return err
+	}
+	if err := d.startWebhook(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if err := d.wh.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+		}
+	}()
+	for _, show := range []func(context.Context) error{d.injectPod, d.rotateSource, d.breakSource} {
+		if err := show(ctx); err != nil {
+			return err
+		}
+	}
+	if exit {
+		return nil
+	}
+	d.waitForUser(ctx)
+	return nil
+}
 
-	step("Creating the source pull secret pullsecret-injector/example-regcred")
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pullsecret-injector"}}, metav1.CreateOptions{}); err != nil {
+// createSource creates the source pull secret in its namespace.
+func (d *demo) createSource(ctx context.Context) error {
+	step("Creating the source pull secret %s/%s", sourceNamespace, sourceName)
+	if _, err := d.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sourceNamespace}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
 	source := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "example-regcred"},
+		ObjectMeta: metav1.ObjectMeta{Name: sourceName},
 		Type:       corev1.SecretTypeDockerConfigJson,
 		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"registry.example.com":{"auth":"ZGVtbzpkZW1v"}}}`)},
 	}
-	if _, err := cs.CoreV1().Secrets("pullsecret-injector").Create(ctx, source, metav1.CreateOptions{}); err != nil {
-		return err
-	}
+	_, err := d.cs.CoreV1().Secrets(sourceNamespace).Create(ctx, source, metav1.CreateOptions{})
+	return err
+}
 
+// startWebhook builds and starts the binary, registers it for opted-in namespaces, and creates the opted-in
+// demo namespace.
+func (d *demo) startWebhook(ctx context.Context) error {
 	step("Building and starting pullsecret-injector with this configuration:\n%s", indent(demoConfig))
-	binary, err := testenv.BuildBinary(cp.Dir)
+	binary, err := testenv.BuildBinary(d.cp.Dir)
 	if err != nil {
 		return err
 	}
@@ -84,42 +130,30 @@ func run(exit bool) error {
 		return err
 	}
 	// Plain HTTP metrics on loopback, so that the demo can show them without a token.
-	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
-	wh, err := cp.StartWebhook(ctx, binary, []byte(demoConfig),
+	d.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
+	d.wh, err = d.cp.StartWebhook(ctx, binary, []byte(demoConfig),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--metrics-secure=false")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := wh.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "demo:", err)
-		}
-	}()
-	mwc := cp.MutatingWebhookConfiguration("pullsecret-injector", wh.Port, &metav1.LabelSelector{
-		MatchLabels: map[string]string{config.InjectLabel: config.InjectEnabled},
-	})
-	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
+	optIn := map[string]string{config.InjectLabel: config.InjectEnabled}
+	mwc := d.cp.MutatingWebhookConfiguration("pullsecret-injector", d.wh.Port, &metav1.LabelSelector{MatchLabels: optIn})
+	if _, err := d.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
 		return err
 	}
+	step("Creating namespace %s, labelled %s=%s", demoNamespace, config.InjectLabel, config.InjectEnabled)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: demoNamespace, Labels: optIn}}
+	if _, err := d.cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	return testenv.WaitForMutation(ctx, d.cs, demoNamespace, demoImage, sourceName)
+}
 
-	step("Creating namespace demo, labelled pullsecret-injector.io/inject=enabled")
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{config.InjectLabel: config.InjectEnabled}}}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	if err := testenv.WaitForMutation(ctx, cs, "demo", "registry.example.com/team/app:1.0", "example-regcred"); err != nil {
-		return err
-	}
-
-	step("Creating Pod demo/app with image registry.example.com/team/app:1.0 and no imagePullSecrets")
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "app"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/team/app:1.0"}}},
-	}
-	if _, err := cs.CoreV1().Pods("demo").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	stored, err := cs.CoreV1().Pods("demo").Get(ctx, "app", metav1.GetOptions{})
+// injectPod creates a Pod without imagePullSecrets and shows what was stored: its references, its
+// annotation, and the copy, data sizes only.
+func (d *demo) injectPod(ctx context.Context) error {
+	step("Creating Pod %s/app with image %s and no imagePullSecrets", demoNamespace, demoImage)
+	stored, _, err := d.cp.CreatePod(ctx, demoNamespace, demoPod("app"))
 	if err != nil {
 		return err
 	}
@@ -128,86 +162,87 @@ func run(exit bool) error {
 		fmt.Printf("  - name: %s\n", ref.Name)
 	}
 	fmt.Printf("and its annotation %s: %s\n", webhook.InjectedAnnotation, stored.Annotations[webhook.InjectedAnnotation])
-	copied, err := cs.CoreV1().Secrets("demo").Get(ctx, "example-regcred", metav1.GetOptions{})
+	copied, err := d.cs.CoreV1().Secrets(demoNamespace).Get(ctx, sourceName, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read the copied secret: %w", err)
 	}
-	fmt.Println("The copied Secret demo/example-regcred (data sizes only; the demo prints no secret data):")
+	fmt.Printf("The copied Secret %s/%s (data sizes only; the demo prints no secret data):\n", demoNamespace, sourceName)
 	fmt.Printf("  type: %s\n  labels: %v\n  annotations: %v\n", copied.Type, copied.Labels, copied.Annotations)
-	keys := make([]string, 0, len(copied.Data))
-	for k := range copied.Data {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(copied.Data)) {
 		fmt.Printf("  data[%s]: %d bytes\n", k, len(copied.Data[k]))
 	}
+	return nil
+}
 
-	step("Rotating the source: updating pullsecret-injector/example-regcred with new credentials")
-	src, err := cs.CoreV1().Secrets("pullsecret-injector").Get(ctx, "example-regcred", metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
+// rotateSource updates the source and shows how long the copy took to follow, and its Events.
+func (d *demo) rotateSource(ctx context.Context) error {
+	step("Rotating the source: updating %s/%s with new credentials", sourceNamespace, sourceName)
 	rotated := []byte(`{"auths":{"registry.example.com":{"auth":"ZGVtbzpyb3RhdGVk"}}}`)
-	src.Data = map[string][]byte{corev1.DockerConfigJsonKey: rotated}
-	if _, err := cs.CoreV1().Secrets("pullsecret-injector").Update(ctx, src, metav1.UpdateOptions{}); err != nil {
+	if err := d.setSourceData(ctx, rotated); err != nil {
 		return err
 	}
 	rotatedAt := time.Now()
 	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		c, err := cs.CoreV1().Secrets("demo").Get(ctx, "example-regcred", metav1.GetOptions{})
+		c, err := d.cs.CoreV1().Secrets(demoNamespace).Get(ctx, sourceName, metav1.GetOptions{})
 		return err == nil && bytes.Equal(c.Data[corev1.DockerConfigJsonKey], rotated), nil
 	}); err != nil {
 		return fmt.Errorf("wait for the copy to follow its source: %w", err)
 	}
-	fmt.Printf("The copy demo/example-regcred holds the new credentials %v after the source changed.\n",
+	fmt.Printf("The copy %s/%s holds the new credentials %v after the source changed.\n", demoNamespace, sourceName,
 		time.Since(rotatedAt).Round(time.Millisecond))
-	if err := printEvents(ctx, cs, "demo", "example-regcred", 2); err != nil {
-		return err
-	}
+	return printEvents(ctx, d.cs, demoNamespace, sourceName, 2)
+}
 
+// breakSource gives the source a key for another registry only, and shows the Event on the source, the
+// warning a new Pod is answered with, and the metrics.
+func (d *demo) breakSource(ctx context.Context) error {
 	step("Breaking the source: its only auths key is now for another registry")
-	src, err = cs.CoreV1().Secrets("pullsecret-injector").Get(ctx, "example-regcred", metav1.GetOptions{})
+	if err := d.setSourceData(ctx, []byte(`{"auths":{"other.example.com":{"auth":"ZGVtbzpyb3RhdGVk"}}}`)); err != nil {
+		return err
+	}
+	if err := printEvents(ctx, d.cs, sourceNamespace, sourceName, 1); err != nil {
+		return err
+	}
+	_, warnings, err := d.cp.CreatePod(ctx, demoNamespace, demoPod("app2"))
 	if err != nil {
 		return err
 	}
-	src.Data = map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"other.example.com":{"auth":"ZGVtbzpyb3RhdGVk"}}}`)}
-	if _, err := cs.CoreV1().Secrets("pullsecret-injector").Update(ctx, src, metav1.UpdateOptions{}); err != nil {
-		return err
-	}
-	if err := printEvents(ctx, cs, "pullsecret-injector", "example-regcred", 1); err != nil {
-		return err
-	}
-	pod2 := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "app2"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/team/app:1.0"}}},
-	}
-	_, warnings, err := cp.CreatePod(ctx, "demo", pod2)
-	if err != nil {
-		return err
-	}
-	fmt.Println("Creating Pod demo/app2 now answers with the reference and this warning:")
+	fmt.Printf("Creating Pod %s/app2 now answers with the reference and this warning:\n", demoNamespace)
 	for _, w := range warnings {
 		fmt.Printf("  Warning: %s\n", w)
 	}
-	if err := printMetrics(ctx, metricsURL); err != nil {
+	return printMetrics(ctx, d.metricsURL)
+}
+
+func (d *demo) setSourceData(ctx context.Context, data []byte) error {
+	src, err := d.cs.CoreV1().Secrets(sourceNamespace).Get(ctx, sourceName, metav1.GetOptions{})
+	if err != nil {
 		return err
 	}
+	src.Data = map[string][]byte{corev1.DockerConfigJsonKey: data}
+	_, err = d.cs.CoreV1().Secrets(sourceNamespace).Update(ctx, src, metav1.UpdateOptions{})
+	return err
+}
 
-	if exit {
-		return nil
-	}
+// waitForUser prints how to try it with kubectl and waits for Ctrl-C.
+func (d *demo) waitForUser(ctx context.Context) {
 	step("Running. Try it yourself:")
-	fmt.Printf("  export KUBECONFIG=%s\n", cp.Kubeconfig)
+	fmt.Printf("  export KUBECONFIG=%s\n", d.cp.Kubeconfig)
 	fmt.Println("  kubectl create namespace shop && kubectl label namespace shop pullsecret-injector.io/inject=enabled")
 	fmt.Println("  kubectl -n shop run web --image=registry.example.com/shop/web:2")
 	fmt.Println("  kubectl -n shop get pod web -o jsonpath='{.spec.imagePullSecrets}'")
 	fmt.Println("  kubectl get secrets -A -l " + managed.Selector + "   # every copy")
 	fmt.Println("  kubectl label namespace shop pullsecret-injector.io/inject-   # opt out: the copy goes once no Pod uses it")
-	fmt.Printf("  (the webhook's log: %s)\n", wh.LogPath)
+	fmt.Printf("  (the webhook's log: %s)\n", d.wh.LogPath)
 	fmt.Println("Press Ctrl-C to stop and clean up.")
 	<-ctx.Done()
-	return nil
+}
+
+func demoPod(name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: demoImage}}},
+	}
 }
 
 // printEvents waits for at least n events.k8s.io Events about namespace/name and prints them as
