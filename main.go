@@ -203,7 +203,8 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	if saMode != webhook.ServiceAccountSkip && saMode != webhook.ServiceAccountAppend {
 		return fmt.Errorf("--serviceaccount-pull-secrets=%q: want %q or %q", saMode, webhook.ServiceAccountSkip, webhook.ServiceAccountAppend)
 	}
-	store, err := config.NewStore(o.configPath, o.configReloadInterval, ctrl.Log.WithName("config"))
+	metrics.Register()
+	store, err := config.NewStore(o.configPath, o.configReloadInterval, ctrl.Log.WithName("config"), metrics.ConfigReload)
 	if err != nil {
 		return err
 	}

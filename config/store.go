@@ -12,12 +12,16 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/util/wait"
-
-	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 )
 
 // DefaultReloadInterval is how often Store reads the configuration file for a change.
 const DefaultReloadInterval = 2 * time.Second
+
+// ReloadFunc is told the outcome of the first load, of every read that found the file changed and of every
+// read that failed: ok is true when the file's configuration took effect at at, false when the file could
+// not be read or was refused. An unchanged file tells it nothing. It runs on the reload goroutine and must
+// not block. The process connects it to the reload metrics: config imports nothing of the project's.
+type ReloadFunc func(ok bool, at time.Time)
 
 // Store holds the configuration in force and replaces it when the file changes. The file is read again
 // every interval, not watched through inotify: Kubernetes updates a mounted ConfigMap by swapping the
@@ -28,6 +32,7 @@ type Store struct {
 	path     string
 	interval time.Duration
 	log      logr.Logger
+	reloaded ReloadFunc
 
 	current atomic.Pointer[Matcher]
 
@@ -39,8 +44,8 @@ type Store struct {
 }
 
 // NewStore loads the configuration at path. An invalid file is an error here: a process does not start on
-// a configuration it cannot serve.
-func NewStore(path string, interval time.Duration, log logr.Logger) (*Store, error) {
+// a configuration it cannot serve. reloaded, when not nil, is told of the first load and of every reload.
+func NewStore(path string, interval time.Duration, log logr.Logger, reloaded ReloadFunc) (*Store, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config file %q: %w", path, err)
@@ -52,9 +57,9 @@ func NewStore(path string, interval time.Duration, log logr.Logger) (*Store, err
 	if interval <= 0 {
 		interval = DefaultReloadInterval
 	}
-	s := &Store{path: path, interval: interval, log: log, data: data}
+	s := &Store{path: path, interval: interval, log: log, reloaded: reloaded, data: data}
 	s.current.Store(m)
-	metrics.ConfigReload(metrics.ReloadSuccess, time.Now())
+	s.report(true)
 	return s, nil
 }
 
@@ -71,6 +76,13 @@ func compile(data []byte) (*Matcher, error) {
 		return nil, err
 	}
 	return NewMatcher(c)
+}
+
+// report tells the ReloadFunc, if any, the outcome of a load.
+func (s *Store) report(ok bool) {
+	if s.reloaded != nil {
+		s.reloaded(ok, time.Now())
+	}
 }
 
 // Matcher returns the configuration in force. It is immutable; callers that need one consistent view for
@@ -107,7 +119,7 @@ func (s *Store) Reload() bool {
 	if err != nil {
 		// A ConfigMap volume swaps its symlink atomically, so this is not a half-written file; keep serving.
 		s.log.Error(err, "Cannot read configuration file, keeping the configuration in force", "path", s.path)
-		metrics.ConfigReload(metrics.ReloadFailure, time.Now())
+		s.report(false)
 		return false
 	}
 	s.mu.Lock()
@@ -120,11 +132,11 @@ func (s *Store) Reload() bool {
 	m, err := compile(data)
 	if err != nil {
 		s.log.Error(err, "Configuration file refused, keeping the configuration in force", "path", s.path)
-		metrics.ConfigReload(metrics.ReloadFailure, time.Now())
+		s.report(false)
 		return false
 	}
 	s.current.Store(m)
-	metrics.ConfigReload(metrics.ReloadSuccess, time.Now())
+	s.report(true)
 	s.mu.Lock()
 	subscribers := slices.Clone(s.subscribers)
 	s.mu.Unlock()

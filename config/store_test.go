@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/google/go-cmp/cmp"
 )
 
 const reloadedYAML = `
@@ -47,7 +48,7 @@ func newTestStore(t *testing.T, log logr.Logger) (*Store, string) {
 	t.Helper()
 	dir := t.TempDir()
 	swapConfigMapVolume(t, dir, validYAML)
-	s, err := NewStore(filepath.Join(dir, "config.yaml"), time.Hour, log)
+	s, err := NewStore(filepath.Join(dir, "config.yaml"), time.Hour, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +117,37 @@ registries:
 func TestNewStoreRefusesAnInvalidFile(t *testing.T) {
 	dir := t.TempDir()
 	swapConfigMapVolume(t, dir, "registries: []\n")
-	if _, err := NewStore(filepath.Join(dir, "config.yaml"), time.Second, logr.Discard()); err == nil ||
+	if _, err := NewStore(filepath.Join(dir, "config.yaml"), time.Second, logr.Discard(), nil); err == nil ||
 		!strings.Contains(err.Error(), "registries") {
 		t.Errorf("NewStore = %v, want an error naming registries", err)
+	}
+}
+
+func TestStoreReportsEachLoad(t *testing.T) {
+	dir := t.TempDir()
+	swapConfigMapVolume(t, dir, validYAML)
+	var got []bool
+	s, err := NewStore(filepath.Join(dir, "config.yaml"), time.Hour, logr.Discard(), func(ok bool, at time.Time) {
+		if at.IsZero() {
+			t.Error("a load was reported without its time")
+		}
+		got = append(got, ok)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Reload() // unchanged: not a load
+	swapConfigMapVolume(t, dir, "registries: []\n")
+	s.Reload() // refused
+	s.Reload() // the same refused file: not read as a change
+	swapConfigMapVolume(t, dir, reloadedYAML)
+	s.Reload() // in force
+	if err := os.Remove(filepath.Join(dir, "config.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	s.Reload() // unreadable
+	s.Reload() // still unreadable: every failed read counts
+	if diff := cmp.Diff([]bool{true, false, true, false, false}, got); diff != "" {
+		t.Errorf("loads reported, true for in force (-want +got):\n%s", diff)
 	}
 }

@@ -1,9 +1,12 @@
-// Package metrics holds the project's Prometheus metrics, registered with controller-runtime's registry so
-// that they are served beside its own webhook, controller and client metrics. Every label is bounded by the
-// configuration (a source Secret, an outcome, an operation), never by namespaces or Pods.
+// Package metrics holds the project's Prometheus metrics, registered with controller-runtime's registry by
+// Register, so that they are served beside its own webhook, controller and client metrics. Importing the
+// package registers nothing: a package that counts (config's reloads through a callback, the webhook, the
+// reconciler) can be imported by a test or a tool without the process's registry. Every label is bounded by
+// the configuration (a source Secret, an outcome, an operation), never by namespaces or Pods.
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,13 +44,10 @@ const (
 	Failed  Operation = "failed"
 )
 
-// ReloadResult is the result label of the configuration reloads counter.
-type ReloadResult string
-
-// The results of a configuration reload.
+// The values of the configuration reloads counter's result label.
 const (
-	ReloadSuccess ReloadResult = "success"
-	ReloadFailure ReloadResult = "failure"
+	reloadSuccess = "success"
+	reloadFailure = "failure"
 )
 
 var (
@@ -57,8 +57,9 @@ var (
 		Help:      "Pod create admissions answered, by outcome: injected, nothing_to_add, not_selected, opted_out, error.",
 	}, []string{"outcome"})
 	// admissionCounters holds each outcome's counter resolved once, so that counting costs an admission one
-	// atomic add and no label lookup.
-	admissionCounters = map[Outcome]prometheus.Counter{}
+	// atomic add and no label lookup. It is built with the package, not by Register, so that an admission
+	// counts the same whether or not the counter is served.
+	admissionCounters = outcomeCounters()
 
 	copyOperations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace,
@@ -106,23 +107,40 @@ var (
 	}, []string{"reason"})
 )
 
-func init() {
-	for _, o := range []Outcome{Injected, NothingToAdd, NotSelected, OptedOut, Error} {
-		admissionCounters[o] = admissions.WithLabelValues(string(o))
-	}
-	for _, r := range []ReloadResult{ReloadSuccess, ReloadFailure} {
-		configReloads.WithLabelValues(string(r))
+// registerOnce makes Register idempotent: the process calls it once, and tests that read a metric from the
+// registry call it too, in any order.
+var registerOnce sync.Once
+
+// Register registers the project's metrics with controller-runtime's registry, which the manager's metrics
+// endpoint serves. main calls it before the manager starts; calling it again does nothing.
+func Register() {
+	registerOnce.Do(func() { register(ctrlmetrics.Registry) })
+}
+
+// register registers every collector of the package with r, each series of a fixed label set created at
+// zero first, so that a scrape shows them before anything has been counted.
+func register(r prometheus.Registerer) {
+	for _, result := range []string{reloadSuccess, reloadFailure} {
+		configReloads.WithLabelValues(result)
 	}
 	for _, review := range []string{reviewToken, reviewAccess} {
 		for _, l := range []lane{{serviceAccount: true}, {}} {
 			metricsReviews.WithLabelValues(review, l.label())
 		}
 	}
-	for _, r := range refusalReasons {
-		metricsRefused.WithLabelValues(string(r))
+	for _, reason := range refusalReasons {
+		metricsRefused.WithLabelValues(string(reason))
 	}
-	ctrlmetrics.Registry.MustRegister(admissions, copyOperations, sourceInvalid, configReloads, configLastSuccess, eventsDropped,
+	r.MustRegister(admissions, copyOperations, sourceInvalid, configReloads, configLastSuccess, eventsDropped,
 		metricsReviews, metricsRefused)
+}
+
+func outcomeCounters() map[Outcome]prometheus.Counter {
+	counters := map[Outcome]prometheus.Counter{}
+	for _, o := range []Outcome{Injected, NothingToAdd, NotSelected, OptedOut, Error} {
+		counters[o] = admissions.WithLabelValues(string(o))
+	}
+	return counters
 }
 
 // Admission counts one admission with its outcome.
@@ -151,12 +169,16 @@ func ForgetSource(source string) {
 	sourceInvalid.DeleteLabelValues(source)
 }
 
-// ConfigReload counts a reload; a success also sets the time of the last good one.
-func ConfigReload(r ReloadResult, at time.Time) {
-	configReloads.WithLabelValues(string(r)).Inc()
-	if r == ReloadSuccess {
-		configLastSuccess.Set(float64(at.Unix()))
+// ConfigReload counts a read of the configuration file that found a change (or could not read it): ok when
+// the new configuration took effect at at, which also sets the time of the last good one. It has the shape
+// of config.ReloadFunc, which main connects it to.
+func ConfigReload(ok bool, at time.Time) {
+	if !ok {
+		configReloads.WithLabelValues(reloadFailure).Inc()
+		return
 	}
+	configReloads.WithLabelValues(reloadSuccess).Inc()
+	configLastSuccess.Set(float64(at.Unix()))
 }
 
 // EventDropped counts an Event the rate limit held back.

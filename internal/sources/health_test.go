@@ -45,6 +45,7 @@ func credential(name, registry string) *corev1.Secret {
 // sourceInvalid reads the source_invalid gauge of source from the registry the process serves.
 func sourceInvalid(t *testing.T, source string) (float64, bool) {
 	t.Helper()
+	metrics.Register() // as main does; importing the package registers nothing
 	families, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
