@@ -95,9 +95,9 @@ FUZZ_TARGETS := \
 	./internal/policy:FuzzNormalizeImage:50000x \
 	./internal/policy:FuzzPolicyAgreesWithWebhook:20000x \
 	./internal/policy:FuzzSelectorExpression:200x \
-	./internal/credcheck:FuzzCheck:150000x \
+	./internal/dockerconfig:FuzzCheck:150000x \
 	./internal/redact:FuzzText:300000x \
-	./internal/check:FuzzReport:5000x \
+	./internal/checkcmd:FuzzReport:5000x \
 	./webhook:FuzzServeAdmission:30000x \
 	./webhook:FuzzHandlePod:40000x \
 	./webhook:FuzzDirectPatch:40000x

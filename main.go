@@ -29,7 +29,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/certs"
 	"github.com/pullsecret-injector/pullsecret-injector/config"
-	"github.com/pullsecret-injector/pullsecret-injector/internal/check"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/checkcmd"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
@@ -87,7 +87,7 @@ const defaultLeaderElectionID = "pullsecret-injector"
 func main() {
 	// The check subcommand has flags of its own and must never start the webhook.
 	if len(os.Args) > 1 && os.Args[1] == "check" {
-		os.Exit(check.Main(os.Args[2:], os.Stdout, os.Stderr))
+		os.Exit(checkcmd.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(defaultGCPercent)

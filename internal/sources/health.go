@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
-	"github.com/pullsecret-injector/pullsecret-injector/internal/credcheck"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/dockerconfig"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 )
@@ -26,7 +26,7 @@ const reasonMissing = "missing"
 
 // Health checks every configured source Secret when it changes and when the configuration does: whether
 // it exists, has the right type, and holds a credential the kubelet would use for the images of the
-// entries that name it (package credcheck). It keeps the source_invalid gauge, logs each change of a
+// entries that name it (package dockerconfig). It keeps the source_invalid gauge, logs each change of a
 // source's health once, and, on the leader, records an Event on the source. The webhook asks it for the
 // credential problems to warn about, from memory.
 //
@@ -102,7 +102,7 @@ func (h *Health) Check(ref config.SecretRef) {
 }
 
 func (h *Health) check(m *config.Matcher, ref config.SecretRef) {
-	patterns := credcheck.PatternsFor(m, ref)
+	patterns := dockerconfig.PatternsFor(m, ref)
 	if len(patterns) == 0 {
 		return // no longer configured; CheckAll forgets it
 	}
@@ -114,9 +114,9 @@ func (h *Health) check(m *config.Matcher, ref config.SecretRef) {
 		message: fmt.Sprintf("source secret %s does not exist; the copies are placeholders or keep their last good data", ref)}
 	credentialProblem := false
 	if secret != nil {
-		r := credcheck.Check(secret.Type, secret.Data, patterns)
+		r := dockerconfig.Check(secret.Type, secret.Data, patterns)
 		now = health{invalid: !r.OK, reason: string(r.Reason), message: r.Message, uid: secret.UID}
-		credentialProblem = !r.OK && r.Reason != credcheck.ReasonWrongType
+		credentialProblem = !r.OK && r.Reason != dockerconfig.ReasonWrongType
 	}
 
 	h.mu.Lock()

@@ -15,7 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/pullsecret-injector/pullsecret-injector/internal/check"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/checkcmd"
 )
 
 // checkEntries extend the webhook's configuration with sources whose credentials the kubelet cannot use.
@@ -101,7 +101,7 @@ func TestCheckSubcommand(t *testing.T) {
 		{
 			name: "opted-in namespace gets a usable secret", namespace: payments,
 			images: []string{"registry.example.com:5000/team-a/api:1", ecrImage},
-			status: check.ExitOK,
+			status: checkcmd.ExitOK,
 			wantLines: []string{
 				"namespace " + payments + " (pullsecret-injector.io/inject=enabled): opted in: selected by namespaceSelector pullsecret-injector.io/inject=enabled",
 				"  registries[0] registry.example.com:5000/team-a matches host registry.example.com, port 5000 and path prefix team-a",
@@ -115,7 +115,7 @@ func TestCheckSubcommand(t *testing.T) {
 		{
 			name: "namespace the entry selector leaves out gets nothing", namespace: shop,
 			images: []string{ecrImage},
-			status: check.ExitNothing,
+			status: checkcmd.ExitNothing,
 			wantLines: []string{
 				"    namespace not selected by the entry namespaceSelector team=payments: this entry adds nothing here",
 				"  result: gets nothing (no matching entry applies in this namespace)",
@@ -124,7 +124,7 @@ func TestCheckSubcommand(t *testing.T) {
 		{
 			name: "namespace that did not opt in gets nothing", namespace: off,
 			images: []string{"quay.io/x/y"},
-			status: check.ExitNothing,
+			status: checkcmd.ExitNothing,
 			wantLines: []string{
 				"namespace " + off + " (label pullsecret-injector.io/inject not set): not opted in: Pods there are never mutated; not selected by namespaceSelector pullsecret-injector.io/inject=enabled",
 				"  result: gets nothing (no matching entry applies in this namespace)",
@@ -133,7 +133,7 @@ func TestCheckSubcommand(t *testing.T) {
 		{
 			name: "missing source is no usable credential", namespace: shop,
 			images: []string{"missing.example.com/app"},
-			status: check.ExitNothing,
+			status: checkcmd.ExitNothing,
 			wantLines: []string{
 				"    source missing: the Pod gets an empty placeholder copy and pulls anonymously until the source exists",
 				"  result: gets missing-regcred, but no usable credential from it",
@@ -142,7 +142,7 @@ func TestCheckSubcommand(t *testing.T) {
 		{
 			name: "source with an auth that is not base64 is no usable credential", namespace: shop,
 			images: []string{"badauth.example.com/app"},
-			status: check.ExitNothing,
+			status: checkcmd.ExitNothing,
 			wantLines: []string{
 				`    source exists; credential invalid_auth: the auth value of auths key "badauth.example.com" is not valid base64; the kubelet refuses the whole Secret and every pull of a Pod that references it`,
 				"  result: gets check-badauth-regcred, but no usable credential from it",
@@ -151,7 +151,7 @@ func TestCheckSubcommand(t *testing.T) {
 		{
 			name: "source whose key the kubelet never uses for the entry is no usable credential", namespace: shop,
 			images: []string{"wrongkey.example.com/team/app"},
-			status: check.ExitNothing,
+			status: checkcmd.ExitNothing,
 			wantLines: []string{
 				`    source exists; credential no_matching_key: entry "wrongkey.example.com/team": no auths key is used by the kubelet for its images; the keys are "wrongkey.example.com/other"`,
 				"    kubelet offers none of its auths keys for this image",
@@ -161,7 +161,7 @@ func TestCheckSubcommand(t *testing.T) {
 		{
 			name: "source of the wrong type is no usable credential", namespace: shop,
 			images: []string{"opaque.example.com/app"},
-			status: check.ExitNothing,
+			status: checkcmd.ExitNothing,
 			wantLines: []string{
 				`    source exists; credential wrong_type: the Secret has type "Opaque", not "kubernetes.io/dockerconfigjson"; the kubelet reads pull secrets of type "kubernetes.io/dockerconfigjson" only here`,
 			},
@@ -169,13 +169,13 @@ func TestCheckSubcommand(t *testing.T) {
 		{
 			name: "one image with nothing fails the run", namespace: shop,
 			images:    []string{"quay.io/x/y", "ghcr.io/x/y"},
-			status:    check.ExitNothing,
+			status:    checkcmd.ExitNothing,
 			wantLines: []string{"  result: gets quay-regcred", "  no entry matches", "  result: gets nothing"},
 		},
 		{
 			name:   "without a namespace selectors are not evaluated but sources are checked",
 			images: []string{"myorg/app"},
-			status: check.ExitOK,
+			status: checkcmd.ExitOK,
 			wantLines: []string{
 				"namespace: any (no --namespace); selectors not evaluated, answers hold for a namespace that namespaceSelector pullsecret-injector.io/inject=enabled selects",
 				`    source exists; credential ok (auths keys "https://index.docker.io/v1/")`,
@@ -225,8 +225,8 @@ func TestCheckSubcommandUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stdout, stderr, status := runCheck(t, tt.args...)
-			if status != check.ExitUsage {
-				t.Errorf("exit status = %d, want %d\nstdout:\n%s\nstderr:\n%s", status, check.ExitUsage, stdout, stderr)
+			if status != checkcmd.ExitUsage {
+				t.Errorf("exit status = %d, want %d\nstdout:\n%s\nstderr:\n%s", status, checkcmd.ExitUsage, stdout, stderr)
 			}
 			if !strings.Contains(stderr, tt.wantStderr) {
 				t.Errorf("stderr does not contain %q:\n%s", tt.wantStderr, stderr)

@@ -1,9 +1,9 @@
-// Package check is the `pullsecret-injector check` subcommand: for each image given, it says which
+// Package checkcmd is the `pullsecret-injector check` subcommand: for each image given, it says which
 // configuration entries match and why in the kubelet's terms, which Secret a Pod would get, and, with a
 // cluster, whether the namespace is selected and whether the source Secret holds a credential the kubelet
 // can use. It prints registry hosts and Secret names, never Secret data: what it shows of a source
-// Secret's auths keys comes from credcheck, through redact.Text.
-package check
+// Secret's auths keys comes from dockerconfig, through redact.Text.
+package checkcmd
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
-	"github.com/pullsecret-injector/pullsecret-injector/internal/credcheck"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/dockerconfig"
 )
 
 // Exit statuses of Main.
@@ -393,25 +393,25 @@ func (r *runner) checkSource(ctx context.Context, e *config.Entry, repository st
 	case src.err != nil:
 		return []string{"source could not be read: " + src.err.Error()}, false, true
 	}
-	res := credcheck.Check(src.secret.Type, src.secret.Data, []config.Pattern{e.Pattern})
+	res := dockerconfig.Check(src.secret.Type, src.secret.Data, []config.Pattern{e.Pattern})
 	line := "source exists; credential " + string(res.Reason)
 	if res.Message != "" {
 		line += ": " + res.Message
 	} else if len(res.Keys) > 0 {
-		line += " (auths keys " + credcheck.QuoteKeys(res.Keys) + ")"
+		line += " (auths keys " + dockerconfig.QuoteKeys(res.Keys) + ")"
 	}
 	lines = append(lines, line)
 	if res.Refused() {
 		return lines, false, false
 	}
-	offered, credential := credcheck.ForImage(src.secret.Type, src.secret.Data, repository)
+	offered, credential := dockerconfig.ForImage(src.secret.Type, src.secret.Data, repository)
 	switch {
 	case len(offered) == 0:
 		lines = append(lines, "kubelet offers none of its auths keys for this image")
 	case !credential:
-		lines = append(lines, "kubelet offers auths keys "+credcheck.QuoteKeys(offered)+" for this image, without a username or password")
+		lines = append(lines, "kubelet offers auths keys "+dockerconfig.QuoteKeys(offered)+" for this image, without a username or password")
 	default:
-		lines = append(lines, "kubelet offers auths keys "+credcheck.QuoteKeys(offered)+" for this image")
+		lines = append(lines, "kubelet offers auths keys "+dockerconfig.QuoteKeys(offered)+" for this image")
 	}
 	return lines, credential, false
 }

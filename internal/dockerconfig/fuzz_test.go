@@ -1,4 +1,4 @@
-package credcheck
+package dockerconfig
 
 import (
 	"encoding/base64"

@@ -1,4 +1,4 @@
-// Package credcheck decides whether a source Secret can give the kubelet a credential for the images of
+// Package dockerconfig decides whether a source Secret can give the kubelet a credential for the images of
 // the configuration entries that name it. It reads the Secret the way the kubelet does (pkg/credentialprovider:
 // the dockerconfigjson "auths" map, each key a credential pattern, each value's "auth" or
 // "username"/"password") and matches keys with the project's kubelet-compatible patterns.
@@ -9,7 +9,7 @@
 // information and query (the kubelet drops both and uses the rest, so "https://robot:pw@quay.io" is a
 // working key), and JSON errors are reduced to their kind and offset, because encoding/json messages can
 // quote the input.
-package credcheck
+package dockerconfig
 
 import (
 	"encoding/base64"
