@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 )
 
@@ -32,22 +33,9 @@ func (e *external) Start(ctx context.Context) error {
 	certPath := filepath.Join(p.opts.CertDir, TLSCertKey)
 	keyPath := filepath.Join(p.opts.CertDir, TLSKeyKey)
 	log := p.log.WithValues("certFile", certPath, "keyFile", keyPath)
-	var lastErr string
-	var cw *certwatcher.CertWatcher
-	for {
-		var err error
-		if cw, err = certwatcher.New(certPath, keyPath); err == nil {
-			break
-		}
-		if err.Error() != lastErr {
-			lastErr = err.Error()
-			log.Error(err, "Serving certificate files not usable; not ready until they are")
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(externalRetry):
-		}
+	cw := waitForPair(ctx, log, certPath, keyPath)
+	if cw == nil {
+		return nil
 	}
 	get := func() *tls.Certificate {
 		c, _ := cw.GetCertificate(nil)
@@ -62,21 +50,7 @@ func (e *external) Start(ctx context.Context) error {
 		// certwatcher calls this once with its lock held, which reading the certificate would need too.
 		go p.reportReadiness(ctx)
 	})
-	go func() {
-		// certwatcher gives up when it cannot watch the files for 10 seconds; keep trying.
-		for {
-			err := cw.Start(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			log.Error(err, "Watch serving certificate files; retrying")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(statusInterval):
-			}
-		}
-	}()
+	go watch(ctx, log, cw)
 	ticker := time.NewTicker(statusInterval)
 	defer ticker.Stop()
 	for {
@@ -85,6 +59,44 @@ func (e *external) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
+		}
+	}
+}
+
+// waitForPair returns a certwatcher for the pair once both files are readable and match, and nil if ctx
+// ends first. Each new reason the pair is unusable is logged once.
+func waitForPair(ctx context.Context, log logr.Logger, certPath, keyPath string) *certwatcher.CertWatcher {
+	var lastErr string
+	for {
+		cw, err := certwatcher.New(certPath, keyPath)
+		if err == nil {
+			return cw
+		}
+		if err.Error() != lastErr {
+			lastErr = err.Error()
+			log.Error(err, "Serving certificate files not usable; not ready until they are")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(externalRetry):
+		}
+	}
+}
+
+// watch runs cw until ctx ends. certwatcher gives up when it cannot watch the files for 10 seconds; watch
+// starts it again.
+func watch(ctx context.Context, log logr.Logger, cw *certwatcher.CertWatcher) {
+	for {
+		err := cw.Start(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error(err, "Watch serving certificate files; retrying")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(statusInterval):
 		}
 	}
 }

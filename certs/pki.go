@@ -40,16 +40,7 @@ func serialNumber() (*big.Int, error) {
 
 // newCA returns a self-signed CA certificate valid from now for validity, and its key.
 func newCA(now time.Time, validity time.Duration) (*x509.Certificate, crypto.Signer, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate CA key: %w", err)
-	}
-	serial, err := serialNumber()
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
+	return issue("CA", &x509.Certificate{
 		Subject:               pkix.Name{CommonName: fmt.Sprintf("pullsecret-injector-ca@%d", now.Unix())},
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              now.Add(validity),
@@ -57,29 +48,12 @@ func newCA(now time.Time, validity time.Duration) (*x509.Certificate, crypto.Sig
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create CA certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, fmt.Errorf("parse new CA certificate: %w", err)
-	}
-	return cert, key, nil
+	}, nil, nil)
 }
 
 // newServing returns a serving certificate for dnsNames and ips signed by ca, valid from now for validity
 // but never past ca's expiry, and its key.
 func newServing(now time.Time, validity time.Duration, ca *x509.Certificate, caKey crypto.Signer, dnsNames []string, ips []net.IP) (*x509.Certificate, crypto.Signer, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate serving key: %w", err)
-	}
-	serial, err := serialNumber()
-	if err != nil {
-		return nil, nil, err
-	}
 	notAfter := now.Add(validity)
 	if notAfter.After(ca.NotAfter) {
 		notAfter = ca.NotAfter
@@ -88,23 +62,37 @@ func newServing(now time.Time, validity time.Duration, ca *x509.Certificate, caK
 	if len(dnsNames) > 0 {
 		cn = dnsNames[0]
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    now.Add(-backdate),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     dnsNames,
-		IPAddresses:  ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
+	return issue("serving", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		NotBefore:   now.Add(-backdate),
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    dnsNames,
+		IPAddresses: ips,
+	}, ca, caKey)
+}
+
+// issue generates a P-256 key and a certificate for it from tmpl with a random serial number, signed by
+// parent with parentKey, or self-signed when parent is nil. what names the certificate in errors.
+func issue(what string, tmpl, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("create serving certificate: %w", err)
+		return nil, nil, fmt.Errorf("generate %s key: %w", what, err)
+	}
+	if tmpl.SerialNumber, err = serialNumber(); err != nil {
+		return nil, nil, err
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create %s certificate: %w", what, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, nil, fmt.Errorf("parse new serving certificate: %w", err)
+		return nil, nil, fmt.Errorf("parse new %s certificate: %w", what, err)
 	}
 	return cert, key, nil
 }

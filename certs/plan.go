@@ -2,6 +2,7 @@ package certs
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -50,152 +51,226 @@ func (p plan) Changed() bool {
 // certificate switches to a new CA only once the CA has existed and been published for PropagationDelay,
 // and a replaced CA stays in the bundle for PropagationDelay after the switch, so that every API server
 // trusts whatever every replica serves.
+//
+// The steps run in this order because each decides from what the one before chose: the CAs of ca.crt worth
+// keeping, the signer among them (or a new one), the serving certificate (kept, or issued from the signer),
+// and last which CAs the bundle still needs beside the signer.
 func (o *Options) plan(now time.Time, data map[string][]byte, publishedSince func(*x509.Certificate) (time.Time, bool)) (plan, error) {
-	p := plan{Data: maps.Clone(data), Next: now.Add(maxRecheck)}
-	if p.Data == nil {
-		p.Data = map[string][]byte{}
+	pl := &planning{o: o, now: now, data: data, p: plan{Data: maps.Clone(data), Next: now.Add(maxRecheck)}}
+	if pl.p.Data == nil {
+		pl.p.Data = map[string][]byte{}
 	}
-	later := func(t time.Time) {
-		if t.Before(p.Next) {
-			p.Next = t
-		}
-	}
-	empty := len(data[CACertKey]) == 0 && len(data[CAKeyKey]) == 0 && len(data[TLSCertKey]) == 0 && len(data[TLSKeyKey]) == 0
-	repair := func(format string, args ...any) {
-		if !empty {
-			p.Repairs = append(p.Repairs, fmt.Sprintf(format, args...))
-		}
-	}
+	pl.empty = len(data[CACertKey]) == 0 && len(data[CAKeyKey]) == 0 && len(data[TLSCertKey]) == 0 && len(data[TLSKeyKey]) == 0
 
-	// The trust bundle: every usable CA in ca.crt.
-	parsed, bad := parseCerts(data[CACertKey])
+	cas := pl.usableCAs()
+	signer, signerKey, cas, err := pl.signer(cas)
+	if err != nil {
+		return plan{}, err
+	}
+	serving, err := pl.serving(cas, signer, signerKey, publishedSince)
+	if err != nil {
+		return plan{}, err
+	}
+	pl.bundle(cas, signer, serving)
+	if !pl.p.Next.After(now) {
+		pl.p.Next = now.Add(time.Second)
+	}
+	return pl.p, nil
+}
+
+// planning is one run of Options.plan: what every step reads, and the plan the steps build.
+type planning struct {
+	o    *Options
+	now  time.Time
+	data map[string][]byte
+	// empty is true when the Secret holds none of the four keys: what the plan creates then is the first
+	// set, not a repair.
+	empty bool
+	p     plan
+}
+
+// later brings the plan's next look forward to t, if t is sooner.
+func (pl *planning) later(t time.Time) {
+	if t.Before(pl.p.Next) {
+		pl.p.Next = t
+	}
+}
+
+// repair records a problem the plan fixes, unless the Secret is empty and there is nothing to repair.
+func (pl *planning) repair(format string, args ...any) {
+	if !pl.empty {
+		pl.p.Repairs = append(pl.p.Repairs, fmt.Sprintf(format, args...))
+	}
+}
+
+// rotate records a step of a normal renewal.
+func (pl *planning) rotate(format string, args ...any) {
+	pl.p.Rotations = append(pl.p.Rotations, fmt.Sprintf(format, args...))
+}
+
+// usableCAs decides which certificates of ca.crt stay candidates for the trust bundle: the CAs that have not
+// expired, each once.
+func (pl *planning) usableCAs() []*x509.Certificate {
+	parsed, bad := parseCerts(pl.data[CACertKey])
 	if bad > 0 {
-		repair("%s: dropping %d PEM blocks that are not certificates", CACertKey, bad)
+		pl.repair("%s: dropping %d PEM blocks that are not certificates", CACertKey, bad)
 	}
 	var cas []*x509.Certificate
 	for _, c := range parsed {
 		switch {
 		case !c.IsCA:
-			repair("%s: dropping certificate %s, which is not a CA", CACertKey, serial(c))
-		case !now.Before(c.NotAfter):
-			p.Rotations = append(p.Rotations, fmt.Sprintf("drop CA %s, expired at %s", serial(c), c.NotAfter.UTC().Format(time.RFC3339)))
+			pl.repair("%s: dropping certificate %s, which is not a CA", CACertKey, serial(c))
+		case !pl.now.Before(c.NotAfter):
+			pl.rotate("drop CA %s, expired at %s", serial(c), c.NotAfter.UTC().Format(time.RFC3339))
 		case slices.ContainsFunc(cas, c.Equal):
-			repair("%s: dropping a second copy of CA %s", CACertKey, serial(c))
+			pl.repair("%s: dropping a second copy of CA %s", CACertKey, serial(c))
 		default:
 			cas = append(cas, c)
 		}
 	}
+	return cas
+}
 
-	// The signer: the CA whose key is ca.key.
-	var signer *x509.Certificate
-	signerKey, err := parseKey(data[CAKeyKey])
-	switch {
-	case len(data[CAKeyKey]) == 0:
-		repair("%s is missing", CAKeyKey)
-	case err != nil:
-		repair("%s: %v", CAKeyKey, err)
-	default:
-		for _, c := range cas {
-			if keyMatches(c, signerKey) {
-				signer = c
-				break
-			}
-		}
-		if signer == nil {
-			repair("%s belongs to no unexpired CA in %s", CAKeyKey, CACertKey)
-		}
-	}
-	if signer != nil && !now.Before(signer.NotAfter.Add(-o.CARenewBefore)) {
-		p.Rotations = append(p.Rotations, fmt.Sprintf("renew CA %s, which expires at %s", serial(signer), signer.NotAfter.UTC().Format(time.RFC3339)))
+// signer decides which CA signs serving certificates: the one of cas whose key is ca.key, unless it is due
+// for renewal or there is none, and then a new CA, which it puts first in the cas it returns.
+func (pl *planning) signer(cas []*x509.Certificate) (*x509.Certificate, crypto.Signer, []*x509.Certificate, error) {
+	signer, signerKey := pl.currentSigner(cas)
+	if signer != nil && !pl.now.Before(signer.NotAfter.Add(-pl.o.CARenewBefore)) {
+		pl.rotate("renew CA %s, which expires at %s", serial(signer), signer.NotAfter.UTC().Format(time.RFC3339))
 		signer = nil
 	}
 	if signer == nil {
-		ca, key, err := newCA(now, o.CAValidity)
+		ca, key, err := newCA(pl.now, pl.o.CAValidity)
 		if err != nil {
-			return plan{}, err
+			return nil, nil, nil, err
 		}
 		signer, signerKey = ca, key
 		cas = append([]*x509.Certificate{ca}, cas...)
-		if p.Data[CAKeyKey], err = encodeKey(key); err != nil {
-			return plan{}, err
+		if pl.p.Data[CAKeyKey], err = encodeKey(key); err != nil {
+			return nil, nil, nil, err
 		}
-		if empty {
-			p.Rotations = append(p.Rotations, fmt.Sprintf("create CA %s", serial(ca)))
+		if pl.empty {
+			pl.rotate("create CA %s", serial(ca))
 		}
 	}
-	later(signer.NotAfter.Add(-o.CARenewBefore))
+	pl.later(signer.NotAfter.Add(-pl.o.CARenewBefore))
+	return signer, signerKey, cas, nil
+}
 
-	// The serving certificate.
-	wantDNS, wantIPs := o.SANs()
-	var serving *x509.Certificate
-	var urgent, due []string
-	pair, err := tls.X509KeyPair(data[TLSCertKey], data[TLSKeyKey])
+// currentSigner returns the CA of cas whose key is ca.key, and the key; nil when there is none.
+func (pl *planning) currentSigner(cas []*x509.Certificate) (*x509.Certificate, crypto.Signer) {
+	signerKey, err := parseKey(pl.data[CAKeyKey])
 	switch {
-	case len(data[TLSCertKey]) == 0 || len(data[TLSKeyKey]) == 0:
-		urgent = append(urgent, fmt.Sprintf("%s or %s is missing", TLSCertKey, TLSKeyKey))
+	case len(pl.data[CAKeyKey]) == 0:
+		pl.repair("%s is missing", CAKeyKey)
 	case err != nil:
-		urgent = append(urgent, fmt.Sprintf("serving pair is unusable: %v", err))
+		pl.repair("%s: %v", CAKeyKey, err)
 	default:
-		serving = pair.Leaf
-		issuer := slices.IndexFunc(cas, func(ca *x509.Certificate) bool { return issuedBy(serving, ca) })
-		switch {
-		case !validAt(serving, now):
-			urgent = append(urgent, fmt.Sprintf("serving certificate %s is valid only from %s to %s", serial(serving),
-				serving.NotBefore.UTC().Format(time.RFC3339), serving.NotAfter.UTC().Format(time.RFC3339)))
-		case issuer < 0:
-			urgent = append(urgent, fmt.Sprintf("serving certificate %s was issued by no CA in %s", serial(serving), CACertKey))
-		case !slices.Contains(serving.ExtKeyUsage, x509.ExtKeyUsageServerAuth):
-			urgent = append(urgent, fmt.Sprintf("serving certificate %s is not for server authentication", serial(serving)))
-		default:
-			if !sameSANs(serving, wantDNS, wantIPs) {
-				due = append(due, fmt.Sprintf("serving certificate %s has names %v, want %v", serial(serving), sans(serving.DNSNames, serving.IPAddresses), sans(wantDNS, wantIPs)))
-			}
-			if renew := serving.NotAfter.Add(-o.CertRenewBefore); !now.Before(renew) {
-				due = append(due, fmt.Sprintf("renew serving certificate %s, which expires at %s", serial(serving), serving.NotAfter.UTC().Format(time.RFC3339)))
-			} else {
-				later(renew)
-			}
-			later(serving.NotAfter)
-			if cas[issuer] != signer {
-				due = append(due, fmt.Sprintf("switch serving certificate %s to CA %s", serial(serving), serial(signer)))
+		for _, c := range cas {
+			if keyMatches(c, signerKey) {
+				return c, signerKey
 			}
 		}
+		pl.repair("%s belongs to no unexpired CA in %s", CAKeyKey, CACertKey)
 	}
-	issue := len(urgent) > 0
-	if len(due) > 0 {
-		// A new serving certificate from the signer must be trusted everywhere before anyone serves it.
-		if serving != nil && issuedBy(serving, signer) {
-			issue = true
-		} else if since, ok := publishedSince(signer); !ok {
-			// Publication wakes the caller; nothing to time here.
-		} else if switchAt := latest(created(signer), since).Add(o.PropagationDelay); !now.Before(switchAt) {
-			issue = true
-		} else {
-			later(switchAt)
-		}
-	}
-	if issue {
-		cert, key, err := newServing(now, o.CertValidity, signer, signerKey, wantDNS, wantIPs)
-		if err != nil {
-			return plan{}, err
-		}
-		keyPEM, err := encodeKey(key)
-		if err != nil {
-			return plan{}, err
-		}
-		p.Data[TLSCertKey], p.Data[TLSKeyKey] = encodeCerts(cert), keyPEM
-		serving = cert
-		for _, r := range urgent {
-			repair("%s", r)
-		}
-		p.Rotations = append(p.Rotations, due...)
-		p.Rotations = append(p.Rotations, fmt.Sprintf("issue serving certificate %s from CA %s", serial(cert), serial(signer)))
-		later(cert.NotAfter.Add(-o.CertRenewBefore))
-	}
+	return nil, nil
+}
 
-	// The bundle keeps the signer and the serving certificate's issuer; any other CA only until every replica
-	// has had PropagationDelay to switch to the current serving certificate.
-	keepAll := now.Before(created(serving).Add(o.PropagationDelay))
+// serving decides which serving certificate the Secret holds: the current one, or a new one from signer
+// when the current one is unusable (at once) or due for renewal, new names or the signer (once the signer is
+// trusted everywhere). It returns the certificate the plan keeps.
+func (pl *planning) serving(cas []*x509.Certificate, signer *x509.Certificate, signerKey crypto.Signer,
+	publishedSince func(*x509.Certificate) (time.Time, bool)) (*x509.Certificate, error) {
+	wantDNS, wantIPs := pl.o.SANs()
+	serving, urgent, due := pl.servingProblems(cas, signer, wantDNS, wantIPs)
+	if !pl.issueNow(serving, signer, len(urgent) > 0, len(due) > 0, publishedSince) {
+		return serving, nil
+	}
+	cert, key, err := newServing(pl.now, pl.o.CertValidity, signer, signerKey, wantDNS, wantIPs)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	pl.p.Data[TLSCertKey], pl.p.Data[TLSKeyKey] = encodeCerts(cert), keyPEM
+	for _, r := range urgent {
+		pl.repair("%s", r)
+	}
+	pl.p.Rotations = append(pl.p.Rotations, due...)
+	pl.rotate("issue serving certificate %s from CA %s", serial(cert), serial(signer))
+	pl.later(cert.NotAfter.Add(-pl.o.CertRenewBefore))
+	return cert, nil
+}
+
+// servingProblems returns the Secret's serving certificate, nil when the pair is unusable, with what makes
+// it unfit to serve (urgent) and what makes it due for replacement while it still serves (due).
+func (pl *planning) servingProblems(cas []*x509.Certificate, signer *x509.Certificate, wantDNS []string, wantIPs []net.IP) (
+	serving *x509.Certificate, urgent, due []string) {
+	pair, err := tls.X509KeyPair(pl.data[TLSCertKey], pl.data[TLSKeyKey])
+	switch {
+	case len(pl.data[TLSCertKey]) == 0 || len(pl.data[TLSKeyKey]) == 0:
+		return nil, []string{fmt.Sprintf("%s or %s is missing", TLSCertKey, TLSKeyKey)}, nil
+	case err != nil:
+		return nil, []string{fmt.Sprintf("serving pair is unusable: %v", err)}, nil
+	}
+	serving = pair.Leaf
+	issuer := slices.IndexFunc(cas, func(ca *x509.Certificate) bool { return issuedBy(serving, ca) })
+	switch {
+	case !validAt(serving, pl.now):
+		return serving, []string{fmt.Sprintf("serving certificate %s is valid only from %s to %s", serial(serving),
+			serving.NotBefore.UTC().Format(time.RFC3339), serving.NotAfter.UTC().Format(time.RFC3339))}, nil
+	case issuer < 0:
+		return serving, []string{fmt.Sprintf("serving certificate %s was issued by no CA in %s", serial(serving), CACertKey)}, nil
+	case !slices.Contains(serving.ExtKeyUsage, x509.ExtKeyUsageServerAuth):
+		return serving, []string{fmt.Sprintf("serving certificate %s is not for server authentication", serial(serving))}, nil
+	}
+	if !sameSANs(serving, wantDNS, wantIPs) {
+		due = append(due, fmt.Sprintf("serving certificate %s has names %v, want %v", serial(serving), sans(serving.DNSNames, serving.IPAddresses), sans(wantDNS, wantIPs)))
+	}
+	if renew := serving.NotAfter.Add(-pl.o.CertRenewBefore); !pl.now.Before(renew) {
+		due = append(due, fmt.Sprintf("renew serving certificate %s, which expires at %s", serial(serving), serving.NotAfter.UTC().Format(time.RFC3339)))
+	} else {
+		pl.later(renew)
+	}
+	pl.later(serving.NotAfter)
+	if cas[issuer] != signer {
+		due = append(due, fmt.Sprintf("switch serving certificate %s to CA %s", serial(serving), serial(signer)))
+	}
+	return serving, nil, due
+}
+
+// issueNow decides whether to issue a serving certificate now: at once when the current one is unfit
+// (urgent); when it is only due, once a certificate from signer is trusted everywhere, that is when the
+// current one already comes from signer, or signer has existed and been published for PropagationDelay.
+func (pl *planning) issueNow(serving, signer *x509.Certificate, urgent, due bool, publishedSince func(*x509.Certificate) (time.Time, bool)) bool {
+	if urgent {
+		return true
+	}
+	if !due {
+		return false
+	}
+	if serving != nil && issuedBy(serving, signer) {
+		return true
+	}
+	since, ok := publishedSince(signer)
+	if !ok {
+		// Publication wakes the caller; nothing to time here.
+		return false
+	}
+	switchAt := latest(created(signer), since).Add(pl.o.PropagationDelay)
+	if !pl.now.Before(switchAt) {
+		return true
+	}
+	pl.later(switchAt)
+	return false
+}
+
+// bundle decides which CAs ca.crt keeps and writes it: the signer and the serving certificate's issuer; any
+// other CA only until every replica has had PropagationDelay to switch to the current serving certificate.
+func (pl *planning) bundle(cas []*x509.Certificate, signer, serving *x509.Certificate) {
+	keepAll := pl.now.Before(created(serving).Add(pl.o.PropagationDelay))
 	var others []*x509.Certificate
 	for _, ca := range cas {
 		switch {
@@ -203,15 +278,15 @@ func (o *Options) plan(now time.Time, data map[string][]byte, publishedSince fun
 			continue
 		case issuedBy(serving, ca):
 		case keepAll:
-			later(ca.NotAfter)
-			later(created(serving).Add(o.PropagationDelay))
+			pl.later(ca.NotAfter)
+			pl.later(created(serving).Add(pl.o.PropagationDelay))
 		default:
-			p.Rotations = append(p.Rotations, fmt.Sprintf("drop CA %s, which signs nothing in use", serial(ca)))
+			pl.rotate("drop CA %s, which signs nothing in use", serial(ca))
 			continue
 		}
 		others = append(others, ca)
 	}
-	later(signer.NotAfter)
+	pl.later(signer.NotAfter)
 	// The signer first, then the others newest first: every replica must write the same bytes.
 	sort.Slice(others, func(i, j int) bool {
 		a, b := others[i], others[j]
@@ -220,14 +295,10 @@ func (o *Options) plan(now time.Time, data map[string][]byte, publishedSince fun
 		}
 		return bytes.Compare(a.Raw, b.Raw) < 0
 	})
-	p.Data[CACertKey] = encodeCerts(append([]*x509.Certificate{signer}, others...)...)
-	if !p.Changed() && !bytes.Equal(p.Data[CACertKey], data[CACertKey]) {
-		repair("%s: rewriting in canonical form", CACertKey)
+	pl.p.Data[CACertKey] = encodeCerts(append([]*x509.Certificate{signer}, others...)...)
+	if !pl.p.Changed() && !bytes.Equal(pl.p.Data[CACertKey], pl.data[CACertKey]) {
+		pl.repair("%s: rewriting in canonical form", CACertKey)
 	}
-	if !p.Next.After(now) {
-		p.Next = now.Add(time.Second)
-	}
-	return p, nil
 }
 
 func latest(a, b time.Time) time.Time {

@@ -180,19 +180,13 @@ func (s *selfManaged) reconcile(ctx context.Context) (time.Time, error) {
 	now := s.p.now()
 	soon := now.Add(time.Second)
 
-	secret := &corev1.Secret{}
-	exists := true
-	if err := s.reader.Get(ctx, types.NamespacedName{Namespace: s.o.ServiceNamespace, Name: s.o.SecretName}, secret); apierrors.IsNotFound(err) {
-		exists = false
-	} else if err != nil {
-		return now, fmt.Errorf("read certificate Secret %q: %w", s.o.SecretName, err)
+	secret, exists, err := s.readSecret(ctx)
+	if err != nil {
+		return now, err
 	}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	mwcExists := true
-	if err := s.reader.Get(ctx, types.NamespacedName{Name: s.o.WebhookConfigName}, mwc); apierrors.IsNotFound(err) {
-		mwcExists = false
-	} else if err != nil {
-		return now, fmt.Errorf("read webhook configuration %q: %w", s.o.WebhookConfigName, err)
+	mwc, mwcExists, err := s.readWebhookConfig(ctx)
+	if err != nil {
+		return now, err
 	}
 	s.observeBundles(now, mwc, mwcExists)
 
@@ -208,43 +202,18 @@ func (s *selfManaged) reconcile(ctx context.Context) (time.Time, error) {
 		return now, err
 	}
 
+	again := false
 	switch {
 	case !exists:
-		secret = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: s.o.SecretName, Namespace: s.o.ServiceNamespace, Labels: secretLabels},
-			Type:       corev1.SecretTypeTLS,
-			Data:       pl.Data,
-		}
-		if err := s.client.Create(ctx, secret); apierrors.IsAlreadyExists(err) {
-			s.log.V(1).Info("Certificate Secret created by another replica; adopting it")
-			return soon, nil
-		} else if err != nil {
-			return now, fmt.Errorf("create certificate Secret %q: %w", s.o.SecretName, err)
-		}
-		if s.lastData != nil {
-			s.log.Info("Recreated deleted certificate Secret from the last content seen", "steps", pl.Rotations, "problems", pl.Repairs)
-		} else {
-			s.log.Info("Created certificate Secret", "steps", pl.Rotations)
-		}
+		secret, again, err = s.create(ctx, pl)
 	case !equalData(pl.Data, secret.Data):
-		if err := writable(secret); err != nil {
-			s.serve(secret.Data)
-			return now, fmt.Errorf("update certificate Secret %q (problems: %v; steps: %v): %w", s.o.SecretName, pl.Repairs, pl.Rotations, err)
-		}
-		secret = secret.DeepCopy()
-		secret.Data = pl.Data
-		if err := s.client.Update(ctx, secret); apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			s.log.V(1).Info("Certificate Secret changed meanwhile; planning again")
-			return soon, nil
-		} else if err != nil {
-			return now, fmt.Errorf("update certificate Secret %q: %w", s.o.SecretName, err)
-		}
-		if len(pl.Repairs) > 0 {
-			s.log.Info("Repaired certificate Secret", "problems", pl.Repairs)
-		}
-		if len(pl.Rotations) > 0 {
-			s.log.Info("Rotated certificates", "steps", pl.Rotations)
-		}
+		secret, again, err = s.update(ctx, secret, pl)
+	}
+	switch {
+	case err != nil:
+		return now, err
+	case again:
+		return soon, nil
 	}
 	s.lastData = maps.Clone(secret.Data)
 	s.serve(secret.Data)
@@ -260,6 +229,76 @@ func (s *selfManaged) reconcile(ctx context.Context) (time.Time, error) {
 		return now, err
 	}
 	return pl.Next, nil
+}
+
+// readSecret reads the certificate Secret; exists is false, with an empty Secret, when there is none.
+func (s *selfManaged) readSecret(ctx context.Context) (secret *corev1.Secret, exists bool, err error) {
+	secret = &corev1.Secret{}
+	if err := s.reader.Get(ctx, types.NamespacedName{Namespace: s.o.ServiceNamespace, Name: s.o.SecretName}, secret); apierrors.IsNotFound(err) {
+		return secret, false, nil
+	} else if err != nil {
+		return nil, false, fmt.Errorf("read certificate Secret %q: %w", s.o.SecretName, err)
+	}
+	return secret, true, nil
+}
+
+// readWebhookConfig reads the MutatingWebhookConfiguration to inject; exists is false, with an empty one,
+// when there is none.
+func (s *selfManaged) readWebhookConfig(ctx context.Context) (mwc *admissionregistrationv1.MutatingWebhookConfiguration, exists bool, err error) {
+	mwc = &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := s.reader.Get(ctx, types.NamespacedName{Name: s.o.WebhookConfigName}, mwc); apierrors.IsNotFound(err) {
+		return mwc, false, nil
+	} else if err != nil {
+		return nil, false, fmt.Errorf("read webhook configuration %q: %w", s.o.WebhookConfigName, err)
+	}
+	return mwc, true, nil
+}
+
+// create creates the certificate Secret with the plan's data. again is true when another replica created
+// it first: the caller plans again from what that replica wrote.
+func (s *selfManaged) create(ctx context.Context, pl plan) (secret *corev1.Secret, again bool, err error) {
+	secret = &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: s.o.SecretName, Namespace: s.o.ServiceNamespace, Labels: secretLabels},
+		Type:       corev1.SecretTypeTLS,
+		Data:       pl.Data,
+	}
+	if err := s.client.Create(ctx, secret); apierrors.IsAlreadyExists(err) {
+		s.log.V(1).Info("Certificate Secret created by another replica; adopting it")
+		return nil, true, nil
+	} else if err != nil {
+		return nil, false, fmt.Errorf("create certificate Secret %q: %w", s.o.SecretName, err)
+	}
+	if s.lastData != nil {
+		s.log.Info("Recreated deleted certificate Secret from the last content seen", "steps", pl.Rotations, "problems", pl.Repairs)
+	} else {
+		s.log.Info("Created certificate Secret", "steps", pl.Rotations)
+	}
+	return secret, false, nil
+}
+
+// update writes the plan's data into secret. again is true when the Secret changed or went away meanwhile:
+// the caller plans again from what is there now. A Secret it cannot write (immutable, or of another type)
+// is served as it is, if its pair is usable.
+func (s *selfManaged) update(ctx context.Context, secret *corev1.Secret, pl plan) (updated *corev1.Secret, again bool, err error) {
+	if err := writable(secret); err != nil {
+		s.serve(secret.Data)
+		return nil, false, fmt.Errorf("update certificate Secret %q (problems: %v; steps: %v): %w", s.o.SecretName, pl.Repairs, pl.Rotations, err)
+	}
+	updated = secret.DeepCopy()
+	updated.Data = pl.Data
+	if err := s.client.Update(ctx, updated); apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		s.log.V(1).Info("Certificate Secret changed meanwhile; planning again")
+		return nil, true, nil
+	} else if err != nil {
+		return nil, false, fmt.Errorf("update certificate Secret %q: %w", s.o.SecretName, err)
+	}
+	if len(pl.Repairs) > 0 {
+		s.log.Info("Repaired certificate Secret", "problems", pl.Repairs)
+	}
+	if len(pl.Rotations) > 0 {
+		s.log.Info("Rotated certificates", "steps", pl.Rotations)
+	}
+	return updated, false, nil
 }
 
 // observeBundles records since when each CA has been in the caBundle of every webhook.
