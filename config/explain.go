@@ -131,6 +131,7 @@ func (p Pattern) Explain(repository string) (bool, string) {
 	}
 }
 
+// explainURL says why p matches t as a URL, or the first reason it does not.
 func (p Pattern) explainURL(t target) (string, bool) {
 	host := strings.Join(t.labels, ".")
 	if p.port != t.port {
@@ -165,6 +166,12 @@ func (p Pattern) explainURL(t target) (string, bool) {
 	if !strings.HasPrefix(t.path, p.path) {
 		return fmt.Sprintf("path %s does not start with %s", strings.TrimPrefix(t.path, "/"), strings.TrimPrefix(p.path, "/")), false
 	}
+	return p.urlMatch(t, host, globs), true
+}
+
+// urlMatch says why p matches t as a URL: the host, with what its globs matched (globs), then the port and
+// the path prefix the pattern requires.
+func (p Pattern) urlMatch(t target, host string, globs []string) string {
 	why := "host " + host
 	if len(globs) > 0 {
 		why += " (" + strings.Join(globs, ", ") + ")"
@@ -190,7 +197,7 @@ func (p Pattern) explainURL(t target) (string, bool) {
 	default:
 		why += ", " + parts[0] + " and " + parts[1]
 	}
-	return why, true
+	return why
 }
 
 // Lookup returns the indexes of the keys whose credentials the kubelet offers for repository, a

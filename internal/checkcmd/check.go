@@ -268,77 +268,108 @@ func (r *runner) printHeader() {
 // image reports one image and says whether it gets at least one usable Secret.
 func (r *runner) image(ctx context.Context, image string) bool {
 	r.out.printf("\n%s\n", image)
+	repository, matched, ok := r.match(image)
+	if !ok {
+		return false
+	}
+	got := imageSecrets{notUsable: map[string]bool{}, unchecked: map[string]bool{}}
+	for _, e := range r.Matcher.Entries() {
+		r.entry(ctx, &e, repository, matched[e.Index], &got)
+	}
+	return r.result(&got)
+}
+
+// imageSecrets is what one image gets, gathered over the configuration's entries in order.
+type imageSecrets struct {
+	// anyMatch is true when an entry matches the image, whether or not it applies in the namespace.
+	anyMatch bool
+	// referenced are the Secrets of the matching entries that apply in the namespace, each once, in
+	// configuration order: the references a Pod gets.
+	referenced []string
+	// usable are the Secrets of referenced whose source gives a credential for the image, or was not
+	// checked (no cluster) or could not be read.
+	usable []string
+	// notUsable holds the Secrets an entry's source check found unusable; unchecked those whose source
+	// could not be read.
+	notUsable, unchecked map[string]bool
+}
+
+// match returns the image's normalised repository and the indexes of the entries that match it; false,
+// after the report says why, when the image is not a valid reference.
+func (r *runner) match(image string) (repository string, matched map[int]bool, ok bool) {
 	// The webhook's own answer (MatchImage) decides which entries match; Explain only says why in words.
 	matches, err := r.Matcher.MatchImage(image)
-	var repository string
 	if err == nil {
 		repository, err = config.NormalizeImage(image)
 	}
 	if err != nil {
 		r.out.printf("  not a valid image reference: %v\n", err)
 		r.out.println("  result: gets nothing (the webhook skips an invalid image; the kubelet cannot pull it)")
-		return false
+		return "", nil, false
 	}
 	r.out.printf("  repository %s\n", repository)
-	matchesIndex := map[int]bool{}
+	matched = map[int]bool{}
 	for _, e := range matches {
-		matchesIndex[e.Index] = true
+		matched[e.Index] = true
 	}
+	return repository, matched, true
+}
 
-	var referenced, usable []string
-	notUsable, unchecked := map[string]bool{}, map[string]bool{}
-	anyMatch := false
-	for _, e := range r.Matcher.Entries() {
-		_, why := e.Pattern.Explain(repository)
-		if !matchesIndex[e.Index] {
-			if r.Verbose {
-				r.out.printf("  registries[%d] %s does not match: %s\n", e.Index, e.Registry.Registry, why)
-			}
-			continue
+// entry reports e for the image at repository (matches says whether it matches) and adds the Secret it
+// gives, if it applies in the namespace, to got.
+func (r *runner) entry(ctx context.Context, e *config.Entry, repository string, matches bool, got *imageSecrets) {
+	_, why := e.Pattern.Explain(repository)
+	if !matches {
+		if r.Verbose {
+			r.out.printf("  registries[%d] %s does not match: %s\n", e.Index, e.Registry.Registry, why)
 		}
-		anyMatch = true
-		r.out.printf("  registries[%d] %s matches %s\n", e.Index, e.Registry.Registry, why)
-		r.out.printf("    secret %s\n", e.Registry.Secret)
-		selected, line := r.selection(&e)
-		r.out.printf("    namespace %s\n", line)
-		if !selected {
-			continue
-		}
-		name := e.Registry.Secret.Name
-		if !slices.Contains(referenced, name) {
-			referenced = append(referenced, name)
-		}
-		if r.Client == nil {
-			if !slices.Contains(usable, name) {
-				usable = append(usable, name)
-			}
-			continue
-		}
-		lines, usableHere, readErr := r.checkSource(ctx, &e, repository)
+		return
+	}
+	got.anyMatch = true
+	r.out.printf("  registries[%d] %s matches %s\n", e.Index, e.Registry.Registry, why)
+	r.out.printf("    secret %s\n", e.Registry.Secret)
+	selected, line := r.selection(e)
+	r.out.printf("    namespace %s\n", line)
+	if !selected {
+		return
+	}
+	name := e.Registry.Secret.Name
+	if !slices.Contains(got.referenced, name) {
+		got.referenced = append(got.referenced, name)
+	}
+	// Without a cluster the source is taken as usable; one that could not be read is not held against it.
+	usable := true
+	if r.Client != nil {
+		lines, usableHere, readErr := r.checkSource(ctx, e, repository)
 		for _, l := range lines {
 			r.out.printf("    %s\n", l)
 		}
-		unchecked[name] = unchecked[name] || readErr
-		if usableHere || readErr {
-			if !slices.Contains(usable, name) {
-				usable = append(usable, name)
-			}
-		} else {
-			notUsable[name] = true
-		}
+		got.unchecked[name] = got.unchecked[name] || readErr
+		usable = usableHere || readErr
 	}
 	switch {
-	case !anyMatch:
+	case !usable:
+		got.notUsable[name] = true
+	case !slices.Contains(got.usable, name):
+		got.usable = append(got.usable, name)
+	}
+}
+
+// result reports what the image gets, with what the answer assumes, and says whether it gets at least one
+// usable Secret.
+func (r *runner) result(got *imageSecrets) bool {
+	switch {
+	case !got.anyMatch:
 		r.out.println("  no entry matches")
 		r.out.println(notServed)
 		r.out.println("  result: gets nothing")
 		return false
-	case len(referenced) == 0:
+	case len(got.referenced) == 0:
 		r.out.println(notServed)
 		r.out.println("  result: gets nothing (no matching entry applies in this namespace)")
 		return false
-	case len(usable) == 0:
-		r.out.printf("  result: gets %s, but no usable credential from it\n", strings.Join(referenced, ", "))
+	case len(got.usable) == 0:
+		r.out.printf("  result: gets %s, but no usable credential from it\n", strings.Join(got.referenced, ", "))
 		return false
 	}
 	var notes []string
@@ -348,15 +379,15 @@ func (r *runner) image(ctx context.Context, image string) bool {
 	if r.Client == nil {
 		notes = append(notes, "sources not checked")
 	}
-	for _, name := range referenced {
-		if notUsable[name] && !slices.Contains(usable, name) {
+	for _, name := range got.referenced {
+		if got.notUsable[name] && !slices.Contains(got.usable, name) {
 			notes = append(notes, name+" is not usable")
 		}
-		if unchecked[name] {
+		if got.unchecked[name] {
 			notes = append(notes, name+" could not be checked")
 		}
 	}
-	line := "  result: gets " + strings.Join(referenced, ", ")
+	line := "  result: gets " + strings.Join(got.referenced, ", ")
 	if len(notes) > 0 {
 		line += " (" + strings.Join(notes, "; ") + ")"
 	}
