@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/pullsecret-injector/pullsecret-injector/internal/ttl"
 )
 
 const (
@@ -32,10 +34,10 @@ const (
 	// lives).
 	tokenCacheBytes = 1 << 20
 	// rejectedCacheBytes bounds the tokens a TokenReview rejected, kept apart so that invented tokens
-	// cannot push out the answers of real ones (2,048 entries).
+	// cannot push out the answers of real ones (about 850 entries of ttl.EntryOverhead and a digest).
 	rejectedCacheBytes = 256 << 10
 	// accessCacheBytes bounds each of the allowed and the denied answers of SubjectAccessReviews, kept apart
-	// for the same reason (2,048 entries each).
+	// for the same reason (about 850 entries each).
 	accessCacheBytes = 256 << 10
 	// maxTokenBytes: a longer bearer token is refused without review. ServiceAccount tokens are about
 	// 1 KiB, OIDC tokens with many groups some KiB.
@@ -126,10 +128,10 @@ func newReviewFilter(reviews kubernetes.Interface, keys *issuerKeys, b budgetSet
 		keys:     keys,
 		budgets:  newBudgets(b, now),
 		now:      now,
-		tokens:   &answerCache[tokenAnswer]{TTL: reviewTTL, MaxBytes: tokenCacheBytes, Size: tokenAnswer.size, Now: now},
-		rejected: &answerCache[struct{}]{TTL: reviewTTL, MaxBytes: rejectedCacheBytes, Now: now},
-		allowed:  &answerCache[struct{}]{TTL: reviewTTL, MaxBytes: accessCacheBytes, Now: now},
-		denied:   &answerCache[struct{}]{TTL: reviewTTL, MaxBytes: accessCacheBytes, Now: now},
+		tokens:   newAnswerCache(tokenCacheBytes, tokenAnswer.size, now),
+		rejected: newAnswerCache[struct{}](rejectedCacheBytes, nil, now),
+		allowed:  newAnswerCache[struct{}](accessCacheBytes, nil, now),
+		denied:   newAnswerCache[struct{}](accessCacheBytes, nil, now),
 	}
 }
 
@@ -139,11 +141,11 @@ type reviewFilter struct {
 	budgets *budgets
 	now     func() time.Time
 	// tokens and rejected are keyed by the SHA-256 of the token, never the token.
-	tokens   *answerCache[tokenAnswer]
-	rejected *answerCache[struct{}]
+	tokens   *ttl.Cache[tokenAnswer]
+	rejected *ttl.Cache[struct{}]
 	// allowed and denied are keyed by accessKey.
-	allowed *answerCache[struct{}]
-	denied  *answerCache[struct{}]
+	allowed *ttl.Cache[struct{}]
+	denied  *ttl.Cache[struct{}]
 
 	refusals limitedLog
 	failures limitedLog
@@ -247,7 +249,8 @@ func (f *reviewFilter) authenticate(ctx context.Context, log logr.Logger, token 
 		log.V(1).Info("Metrics request with a token too long to review", "bytes", len(token))
 		return tokenAnswer{}, false, invalidToken, nil
 	}
-	key := sha256.Sum256([]byte(token))
+	sum := sha256.Sum256([]byte(token))
+	key := string(sum[:])
 	if a, ok := f.tokens.Get(key); ok {
 		return a, false, "", nil
 	}
@@ -323,7 +326,7 @@ func (f *reviewFilter) authorize(ctx context.Context, who tokenAnswer, spent boo
 // accessKey is the cache key of a SubjectAccessReview: the whole user (name, UID, groups, and extra by
 // sorted key) and the verb and path, each string and each list preceded by its length, so that no two
 // questions share an encoding, then hashed to a fixed size.
-func accessKey(u authenticationv1.UserInfo, verb, path string) digest {
+func accessKey(u authenticationv1.UserInfo, verb, path string) string {
 	h := sha256.New()
 	var n [binary.MaxVarintLen64]byte
 	count := func(c int) { _, _ = h.Write(n[:binary.PutUvarint(n[:], uint64(c))]) }
@@ -345,8 +348,7 @@ func accessKey(u authenticationv1.UserInfo, verb, path string) digest {
 	str(verb)
 	str(path)
 	var d digest
-	h.Sum(d[:0])
-	return d
+	return string(h.Sum(d[:0]))
 }
 
 // refuse answers status with message, counts the refusal, logs it at V(1) and, at most once per

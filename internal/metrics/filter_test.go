@@ -540,8 +540,8 @@ func TestReviewErrors(t *testing.T) {
 
 func TestAnswerCacheIsBoundedInBytes(t *testing.T) {
 	clk := &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	c := &answerCache[string]{TTL: time.Minute, MaxBytes: 64 << 10, Size: func(s string) int { return len(s) }, Now: clk.Now}
-	key := func(i int) digest { return digest{byte(i), byte(i >> 8), byte(i >> 16)} }
+	c := newAnswerCache(64<<10, func(s string) int { return len(s) }, clk.Now)
+	key := func(i int) string { d := digest{byte(i), byte(i >> 8), byte(i >> 16)}; return string(d[:]) }
 	for i := range 10000 {
 		c.Put(key(i), strings.Repeat("v", i%1000))
 		if c.Bytes() > c.MaxBytes {
@@ -551,7 +551,7 @@ func TestAnswerCacheIsBoundedInBytes(t *testing.T) {
 	if v, ok := c.Get(key(9999)); !ok || len(v) != 999 {
 		t.Errorf("latest entry: %d bytes, %v; want 999 bytes", len(v), ok)
 	}
-	if c.Put(key(1), strings.Repeat("v", c.MaxBytes/16)); func() bool { _, ok := c.Get(key(1)); return ok }() {
+	if c.Put(key(1), strings.Repeat("v", c.MaxBytes/maxEntryShare)); func() bool { _, ok := c.Get(key(1)); return ok }() {
 		t.Error("a value over a sixteenth of the bound was kept")
 	}
 	clk.Add(time.Minute)

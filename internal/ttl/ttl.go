@@ -25,6 +25,9 @@ type Cache[V any] struct {
 	// MaxBytes bounds the bytes the entries hold: their keys, what Size says of their values, and
 	// EntryOverhead each. An entry larger than MaxBytes is not kept.
 	MaxBytes int
+	// MaxEntryBytes, when set, is the most one entry may take, counted as for MaxBytes: a larger one is not
+	// kept, so that no one entry pushes out most of the others.
+	MaxEntryBytes int
 	// Size returns the bytes a value holds outside its fixed part (the strings and slices it points to);
 	// nil counts none, which is right for values without pointers (bool, int, small structs of them).
 	Size func(V) int
@@ -75,7 +78,7 @@ func (c *Cache[V]) Put(key string, v V) {
 	if c.Size != nil {
 		cost += c.Size(v)
 	}
-	if cost > c.MaxBytes {
+	if cost > c.MaxBytes || (c.MaxEntryBytes > 0 && cost > c.MaxEntryBytes) {
 		return
 	}
 	now := c.now()

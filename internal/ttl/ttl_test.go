@@ -113,3 +113,15 @@ func TestCacheBytesCoverTheHeap(t *testing.T) {
 		t.Errorf("a cache bounded at %d bytes holds %d bytes of heap", budget, held)
 	}
 }
+
+func TestCacheRefusesAnEntryLargerThanMaxEntryBytes(t *testing.T) {
+	c := &Cache[string]{TTL: time.Hour, MaxBytes: 64 << 10, MaxEntryBytes: 4 << 10, Size: func(v string) int { return len(v) }}
+	c.Put("small", strings.Repeat("x", 1<<10))
+	c.Put("large", strings.Repeat("x", 8<<10))
+	if _, ok := c.Get("large"); ok {
+		t.Error("entry larger than MaxEntryBytes kept")
+	}
+	if _, ok := c.Get("small"); !ok {
+		t.Error("entry within MaxEntryBytes not kept")
+	}
+}
