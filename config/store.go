@@ -34,6 +34,9 @@ type Store struct {
 	log      logr.Logger
 	reloaded ReloadFunc
 
+	// check is what a configuration must pass besides Validate to be put in force (see WithCheck).
+	check func(*Matcher) error
+
 	current atomic.Pointer[Matcher]
 
 	mu sync.Mutex
@@ -43,21 +46,36 @@ type Store struct {
 	subscribers []func(*Matcher)
 }
 
+// StoreOption changes how a Store loads configurations.
+type StoreOption func(*Store)
+
+// WithCheck makes check a condition of every configuration the Store loads, at start and on reload, after
+// Validate: a configuration check refuses is treated as an invalid file, with check's error as the
+// reason. It lets a mode of the process refuse what it cannot serve, such as a pattern the
+// MutatingAdmissionPolicy compiler cannot express.
+func WithCheck(check func(*Matcher) error) StoreOption {
+	return func(s *Store) { s.check = check }
+}
+
 // NewStore loads the configuration at path. An invalid file is an error here: a process does not start on
 // a configuration it cannot serve. reloaded, when not nil, is told of the first load and of every reload.
-func NewStore(path string, interval time.Duration, log logr.Logger, reloaded ReloadFunc) (*Store, error) {
+func NewStore(path string, interval time.Duration, log logr.Logger, reloaded ReloadFunc, opts ...StoreOption) (*Store, error) {
+	if interval <= 0 {
+		interval = DefaultReloadInterval
+	}
+	s := &Store{path: path, interval: interval, log: log, reloaded: reloaded}
+	for _, o := range opts {
+		o(s)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config file %q: %w", path, err)
 	}
-	m, err := compile(data)
+	m, err := s.compile(data)
 	if err != nil {
 		return nil, fmt.Errorf("load config file %q: %w", path, err)
 	}
-	if interval <= 0 {
-		interval = DefaultReloadInterval
-	}
-	s := &Store{path: path, interval: interval, log: log, reloaded: reloaded, data: data}
+	s.data = data
 	s.current.Store(m)
 	s.report(true)
 	return s, nil
@@ -70,12 +88,21 @@ func NewStaticStore(m *Matcher) *Store {
 	return s
 }
 
-func compile(data []byte) (*Matcher, error) {
+func (s *Store) compile(data []byte) (*Matcher, error) {
 	c, err := Parse(data)
 	if err != nil {
 		return nil, err
 	}
-	return NewMatcher(c)
+	m, err := NewMatcher(c)
+	if err != nil {
+		return nil, err
+	}
+	if s.check != nil {
+		if err := s.check(m); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
 // report tells the ReloadFunc, if any, the outcome of a load.
@@ -129,7 +156,7 @@ func (s *Store) Reload() bool {
 	if unchanged {
 		return false
 	}
-	m, err := compile(data)
+	m, err := s.compile(data)
 	if err != nil {
 		s.log.Error(err, "Configuration file refused, keeping the configuration in force", "path", s.path)
 		s.report(false)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,5 +150,40 @@ func TestStoreReportsEachLoad(t *testing.T) {
 	s.Reload() // still unreadable: every failed read counts
 	if diff := cmp.Diff([]bool{true, false, true, false, false}, got); diff != "" {
 		t.Errorf("loads reported, true for in force (-want +got):\n%s", diff)
+	}
+}
+
+// TestStoreCheck: a configuration the check refuses is refused like an invalid file, at start and on
+// reload, with the check's reason, and the configuration in force stays.
+func TestStoreCheck(t *testing.T) {
+	check := func(m *Matcher) error {
+		if m.EntryForSecret("quay-regcred") != nil {
+			return errors.New("quay-regcred cannot be served")
+		}
+		return nil
+	}
+	dir := t.TempDir()
+	swapConfigMapVolume(t, dir, reloadedYAML)
+	if _, err := NewStore(filepath.Join(dir, "config.yaml"), time.Hour, logr.Discard(), nil, WithCheck(check)); err == nil ||
+		!strings.Contains(err.Error(), "quay-regcred cannot be served") {
+		t.Errorf("NewStore = %v, want the check's error", err)
+	}
+
+	var logged bytes.Buffer
+	log := funcr.New(func(prefix, args string) { logged.WriteString(args + "\n") }, funcr.Options{})
+	swapConfigMapVolume(t, dir, validYAML)
+	s, err := NewStore(filepath.Join(dir, "config.yaml"), time.Hour, log, nil, WithCheck(check))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.Matcher()
+	swapConfigMapVolume(t, dir, reloadedYAML)
+	if s.Reload() || s.Matcher() != before {
+		t.Fatal("a configuration the check refuses was put in force")
+	}
+	for _, want := range []string{"Configuration file refused", "quay-regcred cannot be served"} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("log does not mention %q:\n%s", want, logged.String())
+		}
 	}
 }
