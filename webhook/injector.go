@@ -333,20 +333,20 @@ func (h *Injector) credentialWarning(src config.SecretRef) string {
 
 // claimed returns the Secrets the InjectedAnnotation names, in config order: those added now and, of those
 // the Pod references already and this call would add (namedSelected), the ones the annotation the Pod
-// comes with names. On a reinvocation (a later webhook changed the Pod and the API server calls this one
+// comes with names (see injectedBefore). On a reinvocation (a later webhook changed the Pod and the API server calls this one
 // again), the Pod comes with this webhook's earlier annotation and references, so the annotation keeps
 // naming every Secret the webhook added. The annotation is the Pod author's to write at create too: what
 // it says is kept only for a Secret the Pod references and the webhook would add for its images in its
 // namespace, so an author can make the annotation name no other Secret, and its size is bounded by the
 // configuration, whatever was written. Its registries are the configuration's, never the Pod's.
-func claimed(candidates []*config.Entry, added, namedSelected, previous []string) []string {
+func claimed(candidates []*config.Entry, added, namedSelected []string, previous string) []string {
 	var out []string
 	for _, e := range candidates {
 		name := e.Registry.Secret.Name
 		if slices.Contains(out, name) {
 			continue
 		}
-		if slices.Contains(added, name) || (slices.Contains(namedSelected, name) && slices.Contains(previous, name)) {
+		if slices.Contains(added, name) || (slices.Contains(namedSelected, name) && injectedBefore(previous, name)) {
 			out = append(out, name)
 		}
 	}

@@ -945,6 +945,17 @@ func TestInjectedAnnotationTheAuthorWrote(t *testing.T) {
 		"a value that is no list of injections is replaced": {
 			written: "lie", images: []string{"nginx"}, want: []Injection{hub},
 		},
+		// As the MutatingAdmissionPolicy reads it, which cannot parse JSON: the text of an injection as the
+		// project writes one, wherever it is.
+		"an injection spelt otherwise is not read": {
+			written: `[{"registries":["quay.io"],"secret":"quay-regcred"}]`,
+			refs:    []string{"quay-regcred"}, images: []string{"nginx", "quay.io/a/b"}, want: []Injection{hub},
+		},
+		"an injection inside text that is no JSON is read": {
+			written: `lie {"secret":"quay-regcred", lie`,
+			refs:    []string{"quay-regcred"}, images: []string{"nginx", "quay.io/a/b"},
+			want:    []Injection{{Secret: "quay-regcred", Registries: []string{"quay.io"}}, hub},
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cached := append(sources(), namespace("team", optIn), managedCopy("team", "quay-regcred"),

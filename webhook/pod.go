@@ -151,27 +151,27 @@ func podPatch(pod *podFields, added []string, injected []Injection) (admission.R
 	}, nil
 }
 
-// injected returns the Secret names the Pod's InjectedAnnotation lists, nil when it has none or it is not a
-// list of injections. The value is the Pod author's to write: see claimed for what is made of it.
-func (p *podFields) injected() []string {
+// injected returns the Pod's InjectedAnnotation, "" when it has none. The value is the Pod author's to write:
+// see claimed for what is made of it.
+func (p *podFields) injected() string {
 	if p.Metadata == nil {
-		return nil
+		return ""
 	}
-	value, ok := p.Metadata.Annotations[InjectedAnnotation]
-	if !ok {
-		return nil
+	return p.Metadata.Annotations[InjectedAnnotation]
+}
+
+// injectedBefore reports whether annotation, a Pod's InjectedAnnotation, names secret the way this project
+// writes an injection: the text {"secret":<secret as a JSON string>, somewhere in it. It reads the text
+// rather than parsing it because the MutatingAdmissionPolicy (internal/policy), whose CEL cannot parse
+// JSON, reads it so, and a Pod must come out the same whichever of the two admits it. Both write the
+// annotation in that form; only a value the Pod's author wrote some other way reads differently from a
+// JSON parse, and what is made of it is bounded by claimed either way.
+func injectedBefore(annotation, secret string) bool {
+	name, err := json.Marshal(secret)
+	if err != nil {
+		return false
 	}
-	var list []struct {
-		Secret string `json:"secret"`
-	}
-	if err := json.Unmarshal([]byte(value), &list); err != nil {
-		return nil
-	}
-	names := make([]string, len(list))
-	for i, inj := range list {
-		names[i] = inj.Secret
-	}
-	return names
+	return strings.Contains(annotation, `{"secret":`+string(name)+`,`)
 }
 
 // images returns every image reference the kubelet pulls for the Pod with its pull secrets: the init,

@@ -74,3 +74,38 @@ func FuzzPolicyAgreesWithWebhook(f *testing.F) {
 		}
 	})
 }
+
+// FuzzInjectedAnnotationAgrees gives a Pod a fuzzed injected annotation of its own, as its author or an
+// earlier invocation may have written it, with references to some of the configured Secrets and images
+// that need some, and checks that the policy leaves the annotation (and the references) the webhook's
+// own handler leaves: both read an earlier injection as the text {"secret":<name>, and keep it only for a
+// Secret the Pod references and would be given. Without -fuzz it runs only the seeds.
+func FuzzInjectedAnnotationAgrees(f *testing.F) {
+	f.Add(`[{"secret":"quay","registries":["quay.io"]}]`, "quay", "quay.io/x\nnginx")
+	f.Add(`[{"secret":"quay","registries":["quay.io"]},{"secret":"hub","registries":["docker.io/myorg"]}]`, "quay,hub", "quay.io/x\nmyorg/app\nregistry.example.com:5000/team-a/x")
+	f.Add(`[{"registries":["quay.io"],"secret":"quay"}]`, "quay", "quay.io/x\nnginx")
+	f.Add(`[{"secret": "quay", "registries": []}]`, "quay", "quay.io/x\nnginx")
+	f.Add(`lie {"secret":"quay", lie`, "quay", "quay.io/x\nnginx")
+	f.Add(`{"secret":"team-a",{"secret":"quay",`, "team-a,other", "registry.example.com:5000/team-a/x\nnginx")
+	f.Add(`[{"secret":"quay\u0022,"}]`, "quay", "quay.io/x\nnginx")
+	f.Add("", "", "nginx")
+	f.Fuzz(func(t *testing.T, annotation, existing, images string) {
+		h := fuzzHarness(t)
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: map[string]string{
+			InjectedAnnotation: jsonRoundTrip(t, annotation),
+		}}}
+		for i, image := range strings.SplitN(images, "\n", 8) {
+			pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: jsonRoundTrip(t, image)})
+		}
+		for _, name := range strings.Split(existing, ",") {
+			if name != "" {
+				pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: jsonRoundTrip(t, name)})
+			}
+		}
+		want := outcomeOf(webhookPod(t, h.matcher, pod, paymentsNS))
+		if diff := cmp.Diff(want, outcomeOf(h.admit(t, pod, paymentsNS))); diff != "" {
+			t.Errorf("policy differs from the webhook for annotation %q, references %q, images %q (-webhook +policy):\n%s",
+				annotation, existing, images, diff)
+		}
+	})
+}

@@ -259,8 +259,7 @@ func TestImageVolumes(t *testing.T) {
 
 // TestReinvocation: a Pod the policy already changed, to which another admission plugin then adds a
 // container, gets the new Secret after the one it has, and an annotation that lists both, as the webhook
-// would write it for the final Pod at once. (The webhook itself, reinvoked, writes only what it added the
-// second time.)
+// would write it for the final Pod at once, and as the webhook, reinvoked, writes it too.
 func TestReinvocation(t *testing.T) {
 	h := newHarness(t, testConfig)
 	pod := podOf("quay.io/x")
@@ -286,6 +285,9 @@ func TestReinvocation(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, outcomeOf(got)); diff != "" {
 		t.Errorf("after reinvocation (-at once +reinvoked):\n%s", diff)
+	}
+	if diff := cmp.Diff(outcomeOf(webhookPod(t, h.matcher, grown, plainNS)), outcomeOf(got)); diff != "" {
+		t.Errorf("after reinvocation (-webhook reinvoked +policy reinvoked):\n%s", diff)
 	}
 }
 
