@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/internal/checkcmd"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/policy"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
@@ -69,8 +71,31 @@ type options struct {
 
 	serviceAccountPullSecrets string
 
+	injection    string
+	provision    string
+	policyName   string
+	policyOwner  string
+	ignoredFlags []string
+	provisionSet bool
+	saSetByFlag  bool
+
 	certs certs.Options
 	zap   zap.Options
+}
+
+// The values of --injection and --provision.
+const (
+	injectionWebhook = "webhook"
+	injectionPolicy  = "policy"
+	provisionLazy    = "lazy"
+	provisionEager   = "eager"
+)
+
+// webhookOnlyFlags configure the webhook server and its certificate, which policy mode does not run.
+var webhookOnlyFlags = []string{
+	"webhook-host", "webhook-port", "cert-dir",
+	"cert-mode", "service-name", "service-namespace", "cert-secret-name", "webhook-config-name", "cert-extra-sans",
+	"ca-validity", "ca-renew-before", "cert-validity", "cert-renew-before", "ca-propagation-delay",
 }
 
 // gracefulShutdownTimeout bounds the drain after the shutdown delay.
@@ -83,6 +108,9 @@ const defaultGCPercent = 50
 
 // defaultLeaderElectionID is the name of the Lease the replicas elect their leader with.
 const defaultLeaderElectionID = "pullsecret-injector"
+
+// defaultPolicyName names the policy objects when --policy-name does not.
+const defaultPolicyName = "pullsecret-injector"
 
 func main() {
 	// The check subcommand has flags of its own and must never start the webhook.
@@ -139,9 +167,29 @@ func main() {
 	fs.StringVar(&o.serviceAccountPullSecrets, "serviceaccount-pull-secrets", string(webhook.ServiceAccountSkip),
 		"For a Pod whose ServiceAccount enforces mountable secrets (kubernetes.io/enforce-mountable-secrets) and does not list a "+
 			"Secret the Pod would get: skip (add nothing and warn) or append (add the Secret to the ServiceAccount's imagePullSecrets, then to the Pod).")
+	fs.StringVar(&o.injection, "injection", injectionWebhook,
+		"How Pods get their pull secret references: webhook (this process's admission webhook) or policy (a "+
+			"MutatingAdmissionPolicy that the leader writes and the API server evaluates itself; no webhook server runs).")
+	fs.StringVar(&o.provision, "provision", provisionLazy,
+		"When copies are made: lazy (at the admission of the first Pod in the namespace that needs one) or eager (in every "+
+			"namespace an entry selects, as soon as it is selected). Policy mode is always eager.")
+	fs.StringVar(&o.policyName, "policy-name", defaultPolicyName,
+		"Name of the MutatingAdmissionPolicy and of its binding that the leader keeps in policy mode, and deletes in webhook mode.")
+	fs.StringVar(&o.policyOwner, "policy-owner-clusterrole", "",
+		"Policy mode: a ClusterRole made the owner of the policy objects, so that deleting it (helm uninstall) deletes them. Empty: none.")
 	o.certs.BindFlags(fs)
 	o.zap.BindFlags(fs)
 	flag.Parse()
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case slices.Contains(webhookOnlyFlags, f.Name):
+			o.ignoredFlags = append(o.ignoredFlags, "--"+f.Name)
+		case f.Name == "provision":
+			o.provisionSet = true
+		case f.Name == "serviceaccount-pull-secrets":
+			o.saSetByFlag = true
+		}
+	})
 
 	var draining atomic.Bool
 	if err := run(signalContext(o.shutdownDelay, &draining), o, &draining); err != nil {
@@ -190,21 +238,61 @@ func signalContext(shutdownDelay time.Duration, draining *atomic.Bool) context.C
 	return ctx
 }
 
+// checkModes returns an error for flags that contradict the injection mode, and whether copies are
+// provisioned eagerly.
+func checkModes(o options) (eager bool, err error) {
+	if o.provision != provisionLazy && o.provision != provisionEager {
+		return false, fmt.Errorf("--provision=%q: want %q or %q", o.provision, provisionLazy, provisionEager)
+	}
+	switch o.injection {
+	case injectionWebhook:
+		return o.provision == provisionEager, nil
+	case injectionPolicy:
+	default:
+		return false, fmt.Errorf("--injection=%q: want %q or %q", o.injection, injectionWebhook, injectionPolicy)
+	}
+	// The API server adds the references without a call here, so the copies must exist before the Pods.
+	if o.provisionSet && o.provision == provisionLazy {
+		return false, fmt.Errorf("--provision=%s with --injection=%s: policy mode makes copies ahead of the Pods that need them", provisionLazy, injectionPolicy)
+	}
+	// No ServiceAccount is looked at in policy mode: nothing would be appended.
+	if o.saSetByFlag && webhook.ServiceAccountMode(o.serviceAccountPullSecrets) == webhook.ServiceAccountAppend {
+		return false, fmt.Errorf("--serviceaccount-pull-secrets=%s with --injection=%s: the policy cannot change ServiceAccounts",
+			webhook.ServiceAccountAppend, injectionPolicy)
+	}
+	return true, nil
+}
+
 func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	log := ctrl.Log.WithName("setup")
 
-	o.certs.CertDir = o.certDir
-	certProvider, err := certs.New(o.certs)
+	eager, err := checkModes(o)
 	if err != nil {
 		return err
+	}
+	policyMode := o.injection == injectionPolicy
+	var certProvider *certs.Provider
+	var storeOpts []config.StoreOption
+	if policyMode {
+		if len(o.ignoredFlags) > 0 {
+			log.Info("Policy mode runs no webhook server and needs no serving certificate: these flags are ignored",
+				"flags", o.ignoredFlags)
+		}
+		// A configuration the policy cannot express exactly is refused, at start and on reload.
+		storeOpts = append(storeOpts, config.WithCheck(policy.Check))
+	} else {
+		o.certs.CertDir = o.certDir
+		if certProvider, err = certs.New(o.certs); err != nil {
+			return err
+		}
 	}
 	saMode := webhook.ServiceAccountMode(o.serviceAccountPullSecrets)
 	if saMode != webhook.ServiceAccountSkip && saMode != webhook.ServiceAccountAppend {
 		return fmt.Errorf("--serviceaccount-pull-secrets=%q: want %q or %q", saMode, webhook.ServiceAccountSkip, webhook.ServiceAccountAppend)
 	}
 	metrics.Register()
-	store, err := config.NewStore(o.configPath, o.configReloadInterval, ctrl.Log.WithName("config"), metrics.ConfigReload)
+	store, err := config.NewStore(o.configPath, o.configReloadInterval, ctrl.Log.WithName("config"), metrics.ConfigReload, storeOpts...)
 	if err != nil {
 		return err
 	}
@@ -216,6 +304,15 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
+	cs, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return fmt.Errorf("create clientset: %w", err)
+	}
+	if policyMode {
+		if err := policy.Served(cs.Discovery()); err != nil {
+			return err
+		}
+	}
 
 	// Both servers: TLS 1.2 or later, and HTTP/2 only when asked for.
 	serverTLS := func(c *tls.Config) {
@@ -224,8 +321,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 			c.NextProtos = []string{"http/1.1"}
 		}
 	}
-	tlsOpts := []func(*tls.Config){certProvider.TLSOpt, serverTLS}
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+	mgrOpts := ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         webhook.CacheOptions(store),
 		LeaderElection:                o.leaderElect,
@@ -240,13 +336,17 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		RetryPeriod:             &o.retryPeriod,
 		Metrics:                 metricsOptions(o, serverTLS),
 		HealthProbeBindAddress:  o.probeAddr,
-		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
+	}
+	if !policyMode {
+		// The manager starts the webhook server only once something asks for it (webhook.SetupWithManager).
+		mgrOpts.WebhookServer = ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host:    o.webhookHost,
 			Port:    o.webhookPort,
 			CertDir: o.certDir,
-			TLSOpts: tlsOpts,
-		}),
-	})
+			TLSOpts: []func(*tls.Config){certProvider.TLSOpt, serverTLS},
+		})
+	}
+	mgr, err := ctrl.NewManager(restConfig, mgrOpts)
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
@@ -261,16 +361,16 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	}); err != nil {
 		return fmt.Errorf("add shutdown readiness check: %w", err)
 	}
-	cs, err := kubernetes.NewForConfig(restConfig)
-	if err != nil {
-		return fmt.Errorf("create clientset: %w", err)
-	}
 	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
 	tracker.Set(store.Matcher().Sources())
 	recorder := events.New(mgr.GetEventRecorder(events.Controller), float32(o.eventsQPS), o.eventsBurst)
 	health := sources.NewHealth(store, tracker, recorder, ctrl.Log.WithName("sources"))
 	tracker.OnChange(health.Check)
-	if err := webhook.SetupWithManager(ctx, mgr, webhook.Options{
+	if policyMode {
+		if err := mgr.AddReadyzCheck("informers", webhook.CacheSynced(mgr.GetCache(), tracker)); err != nil {
+			return fmt.Errorf("add informer readiness check: %w", err)
+		}
+	} else if err := webhook.SetupWithManager(ctx, mgr, webhook.Options{
 		Config:          store,
 		Sources:         tracker,
 		Health:          health,
@@ -294,30 +394,52 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		ResyncPeriod:      o.resyncPeriod,
 		RevocationRecheck: o.revocationRecheck,
 		Events:            recorder,
+		Provision:         eager,
 	})
 	if err != nil {
 		return err
+	}
+	// In policy mode the leader keeps the policy objects in step; in webhook mode it deletes them, in case
+	// the cluster went back from policy mode.
+	syncer := policy.NewSyncer()
+	syncer.Client, syncer.Config, syncer.Enabled = cs, store, policyMode
+	syncer.Options = policy.Options{PolicyName: o.policyName}
+	syncer.Log = ctrl.Log.WithName("policy")
+	if o.policyOwner != "" {
+		syncer.Owner = policy.ClusterRoleOwner(cs.RbacV1(), o.policyOwner)
 	}
 	tracker.OnChange(trigger.SourceChanged)
 	store.Subscribe(func(m *config.Matcher) {
 		tracker.Set(m.Sources())
 		health.CheckAll()
+		syncer.Trigger()
 		trigger.All()
 	})
-	for _, r := range []manager.Runnable{store, tracker, health, health.CheckWhenSynced(tracker.HasSynced)} {
+	for _, r := range []manager.Runnable{store, tracker, health, health.CheckWhenSynced(tracker.HasSynced), syncer} {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("add %T: %w", r, err)
 		}
 	}
-	if err := certProvider.SetupWithManager(mgr); err != nil {
-		return err
-	}
-	if err := metrics.RegisterCertificateExpiry(certProvider.NotAfter); err != nil {
-		return fmt.Errorf("register certificate expiry metric: %w", err)
+	if !policyMode {
+		if err := certProvider.SetupWithManager(mgr); err != nil {
+			return err
+		}
+		if err := metrics.RegisterCertificateExpiry(certProvider.NotAfter); err != nil {
+			return fmt.Errorf("register certificate expiry metric: %w", err)
+		}
 	}
 
-	log.Info("Starting", "registries", len(store.Matcher().Entries()), "webhookPort", o.webhookPort, "path", webhook.Path,
-		"leaderElection", o.leaderElect)
+	provision := provisionLazy
+	if eager {
+		provision = provisionEager
+	}
+	kv := []any{"injection", o.injection, "provision", provision, "registries", len(store.Matcher().Entries()), "leaderElection", o.leaderElect}
+	if policyMode {
+		kv = append(kv, "policyName", o.policyName)
+	} else {
+		kv = append(kv, "webhookPort", o.webhookPort, "path", webhook.Path)
+	}
+	log.Info("Starting", kv...)
 	if err := mgr.Start(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("run manager: %w", err)
 	}

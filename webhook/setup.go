@@ -91,7 +91,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := mgr.AddReadyzCheck("webhook-server", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("add webhook readiness check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr.GetCache(), o.Sources)); err != nil {
+	if err := mgr.AddReadyzCheck("informers", CacheSynced(mgr.GetCache(), o.Sources)); err != nil {
 		return fmt.Errorf("add informer readiness check: %w", err)
 	}
 	return nil
@@ -135,10 +135,10 @@ func withBudget(next http.Handler, draining func() bool) http.Handler {
 	})
 }
 
-// cacheSynced fails until the informers have synced, so no request is answered from an empty cache by a
-// replica that has just started. Sources added by a reload later do not make a serving replica unready:
-// until their informers list, the handler reads them from the API server.
-func cacheSynced(c cache.Cache, sources Synced) func(*http.Request) error {
+// CacheSynced is a readiness check that fails until the informers have synced, so no request is answered
+// from an empty cache by a replica that has just started. Sources added by a reload later do not make a
+// serving replica unready: until their informers list, the handler reads them from the API server.
+func CacheSynced(c cache.Cache, sources Synced) func(*http.Request) error {
 	var sourcesSynced atomic.Bool
 	return func(req *http.Request) error {
 		ctx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)

@@ -137,8 +137,12 @@ func namespaceSelector(global labels.Selector, excluded []string) (*metav1.Label
 			Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: slices.Compact(values),
 		})
 	}
+	// As the API server stores it: no labels or expressions is no field.
 	if len(selector.MatchLabels) == 0 {
 		selector.MatchLabels = nil
+	}
+	if len(selector.MatchExpressions) == 0 {
+		selector.MatchExpressions = nil
 	}
 	return selector, nil
 }

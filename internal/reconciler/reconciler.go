@@ -57,6 +57,9 @@ type Reconciler struct {
 	RevocationRecheck time.Duration
 	// Events records Events on the copies written; nil records none.
 	Events *events.Recorder
+	// Provision says that copies are made ahead of Pods (see provisioner): a missing copy is then not
+	// necessarily one that was deleted, which the Event and the log say.
+	Provision bool
 
 	mu sync.Mutex
 	// verified remembers, per copy, the resourceVersion at which the copy was last seen to hold a source's
@@ -205,8 +208,9 @@ func (r *Reconciler) create(ctx context.Context, entry *config.Entry, key types.
 	}
 	r.remember(cp)
 	metrics.CopyOperation(source, metrics.Created)
-	r.Events.Normal(cp, events.ReasonCopyCreated, events.ActionCreate, "Recreated from %s after it was deleted", source)
-	log.Info("Recreated deleted copy", "source", source, "placeholder", src == nil || !managed.Usable(src))
+	note, msg := r.createdNote()
+	r.Events.Normal(cp, events.ReasonCopyCreated, events.ActionCreate, note, source)
+	log.Info(msg, "source", source, "placeholder", src == nil || !managed.Usable(src))
 	return reconcile.Result{}, nil
 }
 

@@ -44,6 +44,10 @@ type Options struct {
 	RevocationRecheck time.Duration
 	// Events records Events on the copies written; nil records none.
 	Events *events.Recorder
+	// Provision makes each entry's copy in every namespace the entry selects, as soon as it is selected,
+	// rather than leaving the first copy in a namespace to the admission of a Pod that needs it (see
+	// provisioner).
+	Provision bool
 }
 
 // Trigger is how the sources and the configuration tell the reconciler to look at copies.
@@ -87,6 +91,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		Client:            c,
 		RevocationRecheck: opts.RevocationRecheck,
 		Events:            opts.Events,
+		Provision:         opts.Provision,
 	}
 	ctl, err := controller.New(Name, mgr, controller.Options{
 		Reconciler:              r,
@@ -102,10 +107,13 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		return nil, fmt.Errorf("watch copies: %w", err)
 	}
 	t := &triggers{cache: mgr.GetCache(), index: indexed.GetIndexer(), names: map[string]bool{}, wake: make(chan struct{}, 1)}
+	if opts.Provision {
+		if t.provision, err = newProvisioner(ctx, mgr, store, indexed.GetIndexer()); err != nil {
+			return nil, err
+		}
+	}
 	if err := ctl.Watch(source.Kind(mgr.GetCache(), managed.PartialNamespace(),
-		handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, ns *metav1.PartialObjectMetadata) []reconcile.Request {
-			return t.copies(ctx, client.InNamespace(ns.Name))
-		}))); err != nil {
+		handler.TypedEnqueueRequestsFromMapFunc(t.namespaceChanged))); err != nil {
 		return nil, fmt.Errorf("watch namespaces: %w", err)
 	}
 	if err := ctl.Watch(source.Func(t.run)); err != nil {
@@ -132,6 +140,9 @@ type triggers struct {
 	cache client.Reader
 	// index finds a source's copies by name.
 	index toolscache.Indexer
+
+	// provision finds the copies to make ahead of Pods; nil when copies are made at admission.
+	provision *provisioner
 
 	mu    sync.Mutex
 	all   bool
@@ -167,10 +178,11 @@ func (t *triggers) run(ctx context.Context, q workqueue.TypedRateLimitingInterfa
 			t.mu.Unlock()
 			var reqs []reconcile.Request
 			if all {
-				reqs = t.copies(ctx)
+				reqs = append(t.copies(ctx), t.provision.everywhere("")...)
 			} else {
 				for name := range names {
 					reqs = append(reqs, t.named(name)...)
+					reqs = append(reqs, t.provision.everywhere(name)...)
 				}
 			}
 			for _, req := range reqs {
@@ -184,6 +196,12 @@ func (t *triggers) run(ctx context.Context, q workqueue.TypedRateLimitingInterfa
 		}
 	}()
 	return nil
+}
+
+// namespaceChanged returns a request for every cached copy in ns, whose labels or deletion may change what
+// it gets, and, with eager provisioning, for each copy it gets and lacks.
+func (t *triggers) namespaceChanged(ctx context.Context, ns *metav1.PartialObjectMetadata) []reconcile.Request {
+	return append(t.copies(ctx, client.InNamespace(ns.Name)), t.provision.inNamespace(ns)...)
 }
 
 // copies returns a request for every cached copy that opts select.
