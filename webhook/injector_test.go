@@ -954,7 +954,7 @@ func TestInjectedAnnotationTheAuthorWrote(t *testing.T) {
 		"an injection inside text that is no JSON is read": {
 			written: `lie {"secret":"quay-regcred", lie`,
 			refs:    []string{"quay-regcred"}, images: []string{"nginx", "quay.io/a/b"},
-			want:    []Injection{{Secret: "quay-regcred", Registries: []string{"quay.io"}}, hub},
+			want: []Injection{{Secret: "quay-regcred", Registries: []string{"quay.io"}}, hub},
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

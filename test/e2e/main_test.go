@@ -91,7 +91,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 
-	if err := createSources(ctx); err != nil {
+	if err := createSources(ctx, admin); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -134,6 +134,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	stopPolicyMode()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- webhook log (%s) ---\n%s\n", webhook.LogPath, tail(webhook.Log(), 200))
 	}
@@ -145,8 +146,9 @@ func dockerConfig(registry string) []byte {
 	return []byte(fmt.Sprintf(`{"auths":{%q:{"auth":"dXNlcjpwYXNz"}}}`, registry))
 }
 
-func createSources(ctx context.Context) error {
-	if err := createNamespace(ctx, sourceNamespace, nil); err != nil {
+// createSources creates the source namespace and the source Secrets of e2eConfig through cs.
+func createSources(ctx context.Context, cs kubernetes.Interface) error {
+	if err := createNamespaceIn(ctx, cs, sourceNamespace, nil); err != nil {
 		return err
 	}
 	sources := []*corev1.Secret{
@@ -167,7 +169,7 @@ func createSources(ctx context.Context) error {
 		},
 	}
 	for _, s := range sources {
-		if _, err := admin.CoreV1().Secrets(sourceNamespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Secrets(sourceNamespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("create source secret %q: %w", s.Name, err)
 		}
 	}
@@ -187,8 +189,12 @@ func optIn() map[string]string {
 }
 
 func createNamespace(ctx context.Context, name string, labels map[string]string) error {
+	return createNamespaceIn(ctx, admin, name, labels)
+}
+
+func createNamespaceIn(ctx context.Context, cs kubernetes.Interface, name string, labels map[string]string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create namespace %q: %w", name, err)
 	}
 	return nil

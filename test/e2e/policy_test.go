@@ -2,18 +2,19 @@ package e2e
 
 import (
 	"context"
-	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy/policytest"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
@@ -48,157 +49,206 @@ const policyConfig = `namespaceSelector: {matchLabels: {"` + policyOptIn + `": e
         - {key: team, operator: Exists}
 `
 
-// TestMutatingAdmissionPolicy creates the MutatingAdmissionPolicy and binding compiled from policyConfig
-// in the real API server (which validates and compiles its CEL on create), then creates Pods of every
-// kind in namespaces of its own and checks that each is stored with the references and annotation the
-// webhook's decision gives for the same Pod. MutatingAdmissionPolicy is GA and on by default in 1.36 and
-// later: the API server needs no feature gate or runtime-config for it.
-func TestMutatingAdmissionPolicy(t *testing.T) {
+// The policy the policy-mode process writes is the one policy.Build compiles from its configuration, and it
+// carries the label that makes it the project's.
+func TestPolicyModeWritesTheCompiledPolicy(t *testing.T) {
+	mode := policyMode(t)
 	ctx := context.Background()
-	m := testenv.Matcher(t, policyConfig)
-	p, b, err := policy.Build(m, policy.Options{
-		PolicyName:         "pullsecret-injector-e2e",
-		ExcludedNamespaces: []string{"kube-system", sourceNamespace},
-	})
+	want, wantBinding, err := policy.Build(mode.matcher, policy.Options{PolicyName: policyModeName})
 	if err != nil {
 		t.Fatal(err)
 	}
-	policies := admin.AdmissionregistrationV1().MutatingAdmissionPolicies()
-	bindings := admin.AdmissionregistrationV1().MutatingAdmissionPolicyBindings()
-	if _, err := policies.Create(ctx, p, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create policy: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := policies.Delete(context.Background(), p.Name, metav1.DeleteOptions{}); err != nil {
-			t.Errorf("delete policy: %v", err)
-		}
-	})
-	if _, err := bindings.Create(ctx, b, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create binding: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := bindings.Delete(context.Background(), b.Name, metav1.DeleteOptions{}); err != nil {
-			t.Errorf("delete binding: %v", err)
-		}
-	})
-
-	// The API server stores the objects as built, defaults and all, so a reconciler that compares what it
-	// would build with what is stored sees no difference when there is none.
-	if stored, err := policies.Get(ctx, p.Name, metav1.GetOptions{}); err != nil {
-		t.Fatal(err)
-	} else if diff := cmp.Diff(p.Spec, stored.Spec); diff != "" {
-		t.Errorf("stored policy spec (-built +stored):\n%s", diff)
-	}
-	if stored, err := bindings.Get(ctx, b.Name, metav1.GetOptions{}); err != nil {
-		t.Fatal(err)
-	} else if diff := cmp.Diff(b.Spec, stored.Spec); diff != "" {
-		t.Errorf("stored binding spec (-built +stored):\n%s", diff)
-	}
-
-	optedIn := map[string]string{policyOptIn: "enabled"}
-	plain := policyNamespace(t, "policy-plain", optedIn)
-	payments := policyNamespace(t, "policy-payments", merge(optedIn, map[string]string{"team": "payments", "tier": "prod"}))
-	legacy := policyNamespace(t, "policy-legacy", merge(optedIn, map[string]string{"tier": "prod", "legacy": "yes", "env": "dev", "team": "x"}))
-	off := policyNamespace(t, "policy-off", nil)
-
-	// The API server learns of a new policy and binding through an informer: wait, with dry runs that
-	// store nothing, until a Pod that must be changed is.
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		got, err := admin.CoreV1().Pods(plain.Name).Create(ctx, podWith("probe", "quay.io/probe/app"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		if err != nil {
-			return false, err
-		}
-		return len(got.Spec.ImagePullSecrets) > 0, nil
-	})
+	got, err := mode.cs.AdmissionregistrationV1().MutatingAdmissionPolicies().Get(ctx, policyModeName, metav1.GetOptions{})
 	if err != nil {
-		t.Fatalf("wait for the policy to take effect: %v", err)
+		t.Fatal(err)
 	}
-
-	digest := "@sha256:" + strings.Repeat("0123456789abcdef", 4)
-	many := make([]string, 200)
-	for i := range many {
-		many[i] = []string{"quay.io/org/app-%d:1", "registry.example.com:5000/team-a/svc-%d", "nginx:1.%d", "gcr.io/x/y-%d"}[i%4]
-		if strings.Contains(many[i], "%d") {
-			many[i] = fmt.Sprintf(many[i], i)
-		}
+	if diff := cmp.Diff(want.Spec, got.Spec); diff != "" {
+		t.Errorf("policy spec (-compiled +stored):\n%s", diff)
 	}
-	tests := []struct {
-		name string
-		ns   *corev1.Namespace
-		pod  *corev1.Pod
-		// changed says whether the Pod must come out changed, a check on the expectation itself.
-		changed bool
-	}{
-		{name: "plain", ns: plain, pod: podWith("plain", "quay.io/org/app:1"), changed: true},
-		{name: "config order", ns: payments, changed: true, pod: podWith("order",
-			"ghcr.io/org/app", "quay.io/x", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app"+digest, "registry.example.com:5000/team-a/api")},
-		{name: "per-entry selectors exclude", ns: legacy, changed: true, pod: podWith("legacy",
-			"ghcr.io/org/app", "localhost:5000/app", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app", "quay.io/x")},
-		{name: "per-entry selectors include", ns: payments, changed: true, pod: podWith("include", "localhost:5000/app", "ghcr.io/org/tool")},
-		{name: "two patterns of one secret", ns: plain, changed: true, pod: podWith("hub", "myorg/app", "nginx")},
-		{name: "lone star and ipv6", ns: plain, changed: true, pod: podWith("local", "localhost/app", "[::1]:5000/app")},
-		{name: "image volume", ns: plain, changed: true, pod: func() *corev1.Pod {
-			pod := podWith("volume", "gcr.io/x/app")
-			pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
-				Image: &corev1.ImageVolumeSource{Reference: "quay.io/org/data:1", PullPolicy: corev1.PullIfNotPresent}}}}
-			return pod
-		}()},
-		{name: "init containers", ns: plain, changed: true, pod: func() *corev1.Pod {
-			pod := podWith("init", "gcr.io/x/app")
-			pod.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "registry.example.com:5000/team-ab/init"}}
-			return pod
-		}()},
-		{name: "existing references", ns: plain, changed: true, pod: func() *corev1.Pod {
-			pod := podWith("existing", "quay.io/x", "registry.example.com:5000/team-a/api")
-			pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "mine"}, {Name: "quay-regcred"}}
-			pod.Annotations = map[string]string{"keep": "me"}
-			return pod
-		}()},
-		{name: "everything already referenced", ns: plain, pod: func() *corev1.Pod {
-			pod := podWith("referenced", "quay.io/x")
-			pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "quay-regcred"}}
-			return pod
-		}()},
-		{name: "opted-out Pod", ns: plain, pod: func() *corev1.Pod {
-			pod := podWith("opted-out", "quay.io/x")
-			pod.Labels = map[string]string{config.InjectLabel: config.InjectDisabled}
-			return pod
-		}()},
-		{name: "namespace not opted in", ns: off, pod: podWith("off", "quay.io/x")},
-		{name: "invalid images", ns: plain, changed: true, pod: podWith("invalid",
-			"Quay.io/Org/App", "quay.io/x:", "upper/Case", strings.Repeat("a", 64), "quay.io/"+strings.Repeat("a", 300), "registry.example.com:5000/team-a/ok")},
-		{name: "200 containers", ns: payments, changed: true, pod: podWith("many", many...)},
+	binding, err := mode.cs.AdmissionregistrationV1().MutatingAdmissionPolicyBindings().Get(ctx, policyModeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			want := policytest.Want(m, tc.pod, labels.Set(tc.ns.Labels), policy.InjectedAnnotation)
-			if changed := want != tc.pod; changed != tc.changed {
-				t.Fatalf("the webhook changes the Pod: %v, want %v", changed, tc.changed)
-			}
-			stored, _ := createPod(t, tc.ns.Name, tc.pod)
-			t.Cleanup(func() { deletePod(t, tc.ns.Name, stored.Name) })
-			if diff := cmp.Diff(want.Spec.ImagePullSecrets, stored.Spec.ImagePullSecrets); diff != "" {
-				t.Errorf("imagePullSecrets (-webhook +stored):\n%s", diff)
-			}
-			if diff := cmp.Diff(want.Annotations, stored.Annotations); diff != "" {
-				t.Errorf("annotations (-webhook +stored):\n%s", diff)
-			}
-		})
+	if diff := cmp.Diff(wantBinding.Spec, binding.Spec); diff != "" {
+		t.Errorf("binding spec (-compiled +stored):\n%s", diff)
+	}
+	if !managed.IsManaged(got) || !managed.IsManaged(binding) {
+		t.Errorf("labels %v and %v, want %s", got.Labels, binding.Labels, managed.Selector)
 	}
 }
 
-// policyNamespace creates a uniquely named namespace and deletes it when the test ends.
-func policyNamespace(t *testing.T, prefix string, l map[string]string) *corev1.Namespace {
-	t.Helper()
-	name := newNamespace(t, prefix, l)
-	t.Cleanup(func() {
-		if err := admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
-			t.Errorf("delete namespace %q: %v", name, err)
-		}
-	})
-	ns, err := admin.CoreV1().Namespaces().Get(context.Background(), name, metav1.GetOptions{})
+// TestPolicyModeRefusesWhatItCannotCompile: a configuration with a pattern the policy cannot express
+// exactly stops a process in policy mode at start, with the reason and the entry; the webhook mode serves it.
+func TestPolicyModeRefusesWhatItCannotCompile(t *testing.T) {
+	const cfg = `
+registries:
+  - registry: "cafe*:5000"
+    secret: {namespace: pullsecret-injector, name: quay-regcred}
+`
+	w, err := cp.StartWebhookNoWait(binary, []byte(cfg), "--injection=policy", "--policy-name=refused")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ns
+	stopAfterTest(t, w)
+	if !w.Wait(testenv.ReadyTimeout) {
+		t.Fatal("the process did not exit")
+	}
+	for _, want := range []string{"registries[0].registry", "cannot be compiled exactly"} {
+		if !strings.Contains(w.Log(), want) {
+			t.Errorf("log does not say %q:\n%s", want, tail(w.Log(), 20))
+		}
+	}
+}
+
+// TestPolicyModeWithoutTheProcess runs two replicas in policy mode on a control plane of their own and
+// measures how long a newly labelled namespace waits for its copies, and a reload's new entry for its
+// copies in every namespace. Then it stops every replica: Pods in the opted-in namespaces are still created,
+// with their references, and the copies they name exist. A namespace labelled while nothing runs gets the
+// references but no copy, the window the operations guide describes. Last, a replica in webhook mode with
+// eager provisioning deletes the policy objects and makes the copies of a newly labelled namespace.
+func TestPolicyModeWithoutTheProcess(t *testing.T) {
+	ctx := context.Background()
+	plane, cs := ownControlPlane(t)
+	if err := createSources(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	// The owner of the policy objects: helm uninstall deletes the chart's ClusterRole, and the garbage
+	// collector (not run here) the objects it owns.
+	owner, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "psi-owner"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := testenv.Matcher(t, policyConfig)
+	mode := &injectionMode{name: "stopped", plane: plane, cs: cs, matcher: m, optIn: map[string]string{policyOptIn: "enabled"}}
+	args := []string{"--injection=policy", "--policy-name=" + policyModeName, "--policy-owner-clusterrole=" + owner.Name,
+		"--leader-election-id", "stopped",
+		"--leader-election-lease-duration", leaseDuration.String(),
+		"--leader-election-renew-deadline", renewDeadline.String(),
+		"--leader-election-retry-period", retryPeriod.String()}
+	var replicas []*testenv.Webhook
+	for range 2 {
+		w, err := plane.StartWebhook(ctx, binary, []byte(policyConfig), args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopAfterTest(t, w)
+		replicas = append(replicas, w)
+	}
+	probe := mode.namespace(t, "probe", true, nil)
+	if err := testenv.WaitForMutation(ctx, cs, probe.Name, "quay.io/probe/app", "quay-regcred"); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := cs.AdmissionregistrationV1().MutatingAdmissionPolicies().Get(ctx, policyModeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refs := stored.OwnerReferences; len(refs) != 1 || refs[0].UID != owner.UID || refs[0].Kind != "ClusterRole" {
+		t.Errorf("policy owner references %+v, want the ClusterRole %s", refs, owner.Name)
+	}
+
+	// A namespace created, then labelled, as a pipeline does: how long until its copies exist.
+	teamLabels := merge(mode.optIn, map[string]string{"team": "payments", "tier": "prod"})
+	wantCopies := func(nsLabels map[string]string) []string {
+		var out []string
+		for _, src := range m.Sources() {
+			if e := m.EntryForSecret(src.Name); m.Selects(e, labels.Set(nsLabels)) {
+				out = append(out, src.Name)
+			}
+		}
+		return out
+	}
+	const namespaces = 10
+	var labelled []string
+	var waits []time.Duration
+	for range namespaces {
+		ns := mode.namespace(t, "labelled", false, nil)
+		labelNamespace(t, cs, ns.Name, teamLabels)
+		waits = append(waits, mode.waitForCopies(t, ns.Name, wantCopies(teamLabels)...))
+		labelled = append(labelled, ns.Name)
+	}
+	t.Logf("a newly labelled namespace waited for its %d copies: median %s, max %s (%d namespaces)", len(wantCopies(teamLabels)),
+		testenv.Percentile(slices.Clone(waits), 50).Round(time.Millisecond), slices.Max(waits).Round(time.Millisecond), namespaces)
+
+	// A reload adds an entry: its copy appears in every namespace it selects, no Pod needed.
+	reloaded := policyConfig + `
+  - registry: reload.example.com
+    secret: {namespace: pullsecret-injector, name: team-a-regcred}
+  - registry: added.example.com
+    secret: {namespace: pullsecret-injector, name: quay-regcred-added}
+`
+	if _, err := cs.CoreV1().Secrets(sourceNamespace).Create(ctx, pullSecret("quay-regcred-added", "added.example.com"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, w := range replicas {
+		if err := w.UpdateConfig([]byte(reloaded)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ns := range labelled {
+		mode.waitForCopies(t, ns, "quay-regcred-added")
+	}
+	t.Logf("a reload's new entry reached its copies in %d namespaces in %s", namespaces, time.Since(start).Round(time.Millisecond))
+	m = testenv.Matcher(t, reloaded)
+	mode.matcher = m
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, testenv.SettleTimeout, true, func(ctx context.Context) (bool, error) {
+		got, err := cs.CoreV1().Pods(labelled[0]).Create(ctx, podWith("probe", "added.example.com/app"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil && slices.Contains(refNames(got), "quay-regcred-added"), nil
+	})
+	if err != nil {
+		t.Fatalf("the reloaded policy never took effect: %v", err)
+	}
+
+	// Every replica stops. The API server still adds the references, and the copies are there.
+	for _, w := range replicas {
+		if err := w.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	images := []string{"quay.io/org/app", "registry.example.com:5000/team-a/api", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app", "added.example.com/x"}
+	for _, ns := range labelled {
+		pod, _, err := plane.CreatePod(ctx, ns, podWith("app", images...))
+		if err != nil {
+			t.Fatalf("create a Pod with every replica stopped: %v", err)
+		}
+		want := policytest.Want(m, podWith("app", images...), labels.Set(teamLabels), policy.InjectedAnnotation)
+		if diff := cmp.Diff(want.Spec.ImagePullSecrets, pod.Spec.ImagePullSecrets); diff != "" {
+			t.Errorf("namespace %s: imagePullSecrets with every replica stopped (-want +got):\n%s", ns, diff)
+		}
+		for _, ref := range pod.Spec.ImagePullSecrets {
+			if _, err := cs.CoreV1().Secrets(ns).Get(ctx, ref.Name, metav1.GetOptions{}); err != nil {
+				t.Errorf("namespace %s: the copy %s the Pod names: %v", ns, ref.Name, err)
+			}
+		}
+	}
+	// Labelled while nothing runs: the references, but no copy until a replica runs again.
+	late := mode.namespace(t, "late", true, nil)
+	pod, _, err := plane.CreatePod(ctx, late.Name, podWith("app", "quay.io/org/app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"quay-regcred"}, refNames(pod)); diff != "" {
+		t.Errorf("imagePullSecrets in a namespace labelled with every replica stopped (-want +got):\n%s", diff)
+	}
+	if _, err := cs.CoreV1().Secrets(late.Name).Get(ctx, "quay-regcred", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("copy in a namespace labelled with every replica stopped: %v, want NotFound", err)
+	}
+
+	// Back to webhook mode, with eager provisioning: the new leader deletes the policy objects, and makes
+	// the copies of the namespace labelled while nothing ran.
+	w, err := plane.StartWebhook(ctx, binary, []byte(reloaded), "--injection=webhook", "--provision=eager",
+		"--policy-name="+policyModeName, "--leader-election-id", "stopped")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfterTest(t, w)
+	mode.waitForCopies(t, late.Name, "quay-regcred")
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, testenv.SettleTimeout, true, func(ctx context.Context) (bool, error) {
+		_, errP := cs.AdmissionregistrationV1().MutatingAdmissionPolicies().Get(ctx, policyModeName, metav1.GetOptions{})
+		_, errB := cs.AdmissionregistrationV1().MutatingAdmissionPolicyBindings().Get(ctx, policyModeName, metav1.GetOptions{})
+		return apierrors.IsNotFound(errP) && apierrors.IsNotFound(errB), nil
+	})
+	if err != nil {
+		t.Fatalf("webhook mode left the policy objects: %v", err)
+	}
 }
