@@ -144,6 +144,9 @@ reconciler:
 leaderElection: {enabled: false}
 replicaCount: 1
 `, check: checkNoLeaderElection},
+	{name: "policy mode", values: `
+injection: {mode: policy}
+`, check: checkPolicyMode},
 	{name: "one replica, Recreate, no RBAC, no PodDisruptionBudget", values: `
 rbac: {create: false}
 podDisruptionBudget: {enabled: false}
@@ -317,7 +320,10 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 	c := container(t, d)
 	wantArgs := []string{
 		"--config=/etc/pullsecret-injector/config.yaml",
+		"--injection=webhook",
+		"--provision=lazy",
 		"--webhook-port=9443",
+		"--policy-name=" + fullname,
 		"--health-probe-bind-address=:8081",
 		"--metrics-bind-address=:8443",
 		"--metrics-secure=true",
@@ -414,6 +420,9 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 		eventsRule,
 		tokenReviewRule,
 		accessReviewRule,
+		// Should the release have run in policy mode before.
+		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingadmissionpolicies", "mutatingadmissionpolicybindings"},
+			ResourceNames: []string{fullname}, Verbs: []string{"get", "delete"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 			ResourceNames: []string{fullname}, Verbs: []string{"get", "list", "watch", "update"}},
 	}

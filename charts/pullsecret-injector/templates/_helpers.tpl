@@ -183,3 +183,36 @@ ClusterRole is rendered.
 {{- "true" }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" in policy mode (injection.mode: policy): the binary writes a MutatingAdmissionPolicy instead of
+serving a webhook, and the chart renders no webhook configuration, webhook port or certificate.
+*/}}
+{{- define "pullsecret-injector.policyMode" -}}
+{{- if eq .Values.injection.mode "policy" }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the MutatingAdmissionPolicy and of its binding that the binary writes in policy mode (and deletes
+in webhook mode); also --policy-name and the resourceNames of their RBAC rules. Cluster-scoped, like the
+ClusterRole.
+*/}}
+{{- define "pullsecret-injector.policyName" -}}
+{{- include "pullsecret-injector.fullname" . }}
+{{- end }}
+
+{{/*
+Fails the render in policy mode where the API server does not serve MutatingAdmissionPolicy in
+admissionregistration.k8s.io/v1 (Kubernetes 1.36 and later): the binary would not start. `helm template`
+knows only what --api-versions tells it.
+*/}}
+{{- define "pullsecret-injector.checkPolicyMode" -}}
+{{- if and (include "pullsecret-injector.policyMode" .) (not (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy")) }}
+{{- fail "injection.mode: policy needs the API server to serve admissionregistration.k8s.io/v1 MutatingAdmissionPolicy (Kubernetes 1.36 or later); this cluster does not. Use injection.mode: webhook, or with helm template pass --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy" }}
+{{- end }}
+{{- if and (include "pullsecret-injector.policyMode" .) (eq .Values.serviceAccountPullSecrets "append") }}
+{{- fail "serviceAccountPullSecrets: append needs injection.mode: webhook: the policy the API server evaluates cannot change ServiceAccounts" }}
+{{- end }}
+{{- end }}
