@@ -15,10 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/policy"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
@@ -28,12 +32,16 @@ type admissionOptions struct {
 	unrelatedSecrets, unrelatedSize   int
 	copies, clients                   int
 	perfProfile                       string
+	memory                            bool
 }
 
-// cell is one of the three set-ups every round measures: no webhook, the no-op webhook, this project.
+// cell is one of the set-ups every round measures: no webhook, the no-op webhook, this project's webhook,
+// and this project's MutatingAdmissionPolicy, which the API server evaluates itself.
 type cell struct {
 	name    string
 	webhook *testenv.Webhook // nil: no webhook
+	// policy installs the project's MutatingAdmissionPolicy, compiled from the same configuration.
+	policy bool
 }
 
 // cellRound is what one cell measured in one round.
@@ -43,7 +51,26 @@ type cellRound struct {
 	cpu         time.Duration
 	admissions  int
 	apiRequests map[testenv.RequestKind]int
+	// apiserverCPU is the API server's own CPU time over the cell (process_cpu_seconds_total).
+	apiserverCPU time.Duration
 }
+
+// admissionConfig is the project's configuration in this benchmark: the docs' example (docs/configuration.md,
+// two entries, one with a namespace selector) and the benchmark's own registry, which the Pods pull from.
+const admissionConfig = `namespaceSelector:
+  matchLabels: {pullsecret-injector.io/inject: enabled}
+registries:
+  - registry: registry.example.com:5000/team-a
+    secret: {namespace: pullsecret-injector, name: team-a-regcred}
+  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
+    secret: {namespace: pullsecret-injector, name: ecr-regcred}
+    namespaceSelector: {matchLabels: {team: payments}}
+  - registry: ` + registry + `
+    secret: {namespace: ` + sourceNamespace + `, name: ` + sourceName + `}
+`
+
+// policyName names the MutatingAdmissionPolicy and binding of the policy cell.
+const policyName = "pullsecret-injector-bench"
 
 func runAdmission(ctx context.Context, args []string) error {
 	var o admissionOptions
@@ -59,6 +86,7 @@ func runAdmission(ctx context.Context, args []string) error {
 	fs.StringVar(&o.perfProfile, "perf-profile", "",
 		"After the rounds, record CPU profiles (`perf record -g`, as the binary serves no pprof endpoint) of the no-op webhook "+
 			"and of pullsecret-injector while 3x -pods Pods are created at -concurrency, to FILE.noop and FILE.project, and print their hottest functions.")
+	fs.BoolVar(&o.memory, "memory", true, "After the rounds, fill the cluster and measure the project's memory and restart.")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,6 +96,11 @@ func runAdmission(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.stop()
+	c.config = []byte(admissionConfig)
+	policyObjects, err := compilePolicy()
+	if err != nil {
+		return err
+	}
 	noopBinary, err := buildNoop(c.cp.Dir)
 	if err != nil {
 		return err
@@ -110,15 +143,11 @@ func runAdmission(ctx context.Context, args []string) error {
 		return err
 	}
 
-	cells := []cell{{name: "none"}, {name: "noop", webhook: noop}, {name: "project", webhook: project}}
+	cells := []cell{{name: "none"}, {name: "noop", webhook: noop}, {name: "project", webhook: project}, {name: "policy", policy: true}}
 	results := map[string][]cellRound{}
 	for r := range o.rounds {
 		for _, cl := range cells {
-			port := 0
-			if cl.webhook != nil {
-				port = cl.webhook.Port
-			}
-			if err := c.register(ctx, port, benchNamespace); err != nil {
+			if err := c.switchTo(ctx, cl, policyObjects, benchNamespace); err != nil {
 				return err
 			}
 			res, err := c.measureCell(ctx, o, cl, benchNamespace, proxy)
@@ -135,8 +164,11 @@ func runAdmission(ctx context.Context, args []string) error {
 		}
 	}
 
+	if err := c.switchTo(ctx, cells[0], policyObjects, benchNamespace); err != nil {
+		return err
+	}
 	if o.perfProfile != "" {
-		for _, cl := range cells[1:] {
+		for _, cl := range cells[1:3] {
 			if err := c.profile(ctx, o, cl, benchNamespace); err != nil {
 				return err
 			}
@@ -151,13 +183,16 @@ func runAdmission(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	mem, err := c.memory(ctx, o, project, metricsURL, proxy.Kubeconfig)
-	project = mem.restarted
-	if err != nil {
-		return err
+	var mem memoryResult
+	if o.memory {
+		mem, err = c.memory(ctx, o, project, metricsURL, proxy.Kubeconfig)
+		project = mem.restarted
+		if err != nil {
+			return err
+		}
 	}
 
-	printAdmission(o, cells, results, admissionFixed{
+	printAdmission(o, results, admissionFixed{
 		projectReady: projectReady, noopReady: noopReady, rssLoad: rssLoad, noopRSS: noopRSS, memory: mem,
 	})
 	return nil
@@ -176,7 +211,12 @@ func (c *cluster) measureCell(ctx context.Context, o admissionOptions, cl cell, 
 			return res, err
 		}
 	}
+	mutated = mutated || cl.policy
 	before := proxy.Counts()
+	apiCPU0, err := c.apiserverCPU(ctx)
+	if err != nil {
+		return res, err
+	}
 	if _, err := c.serial(ctx, namespace, o.warmup, mutated); err != nil {
 		return res, err
 	}
@@ -187,6 +227,11 @@ func (c *cluster) measureCell(ctx context.Context, o admissionOptions, cl cell, 
 		return res, err
 	}
 	res.admissions = o.warmup + 2*o.pods
+	apiCPU1, err := c.apiserverCPU(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.apiserverCPU = apiCPU1 - apiCPU0
 	if cl.webhook != nil {
 		cpu1, err := testenv.ProcCPU(cl.webhook.Pid())
 		if err != nil {
@@ -367,24 +412,27 @@ type admissionFixed struct {
 }
 
 // printAdmission prints the figures, ratios to the no-op webhook first: those hold across machines.
-func printAdmission(o admissionOptions, cells []cell, results map[string][]cellRound, f admissionFixed) {
+func printAdmission(o admissionOptions, results map[string][]cellRound, f admissionFixed) {
 	type summary struct {
 		p50, p99   time.Duration
 		throughput float64
 		cpuPerAdm  time.Duration
+		apiCPU     time.Duration
 		admissions int
 		requests   map[testenv.RequestKind]int
 	}
+	names := []string{"none", "noop", "project", "policy"}
 	sums := map[string]summary{}
-	for _, cl := range cells {
+	for _, name := range names {
 		var lat []time.Duration
 		var tput []float64
-		var cpu time.Duration
+		var cpu, apiCPU time.Duration
 		s := summary{requests: map[testenv.RequestKind]int{}}
-		for _, r := range results[cl.name] {
+		for _, r := range results[name] {
 			lat = append(lat, r.serial...)
 			tput = append(tput, r.throughput)
 			cpu += r.cpu
+			apiCPU += r.apiserverCPU
 			s.admissions += r.admissions
 			for k, n := range r.apiRequests {
 				s.requests[k] += n
@@ -394,21 +442,33 @@ func printAdmission(o admissionOptions, cells []cell, results map[string][]cellR
 		s.throughput = testenv.Median(tput)
 		if s.admissions > 0 {
 			s.cpuPerAdm = cpu / time.Duration(s.admissions)
+			s.apiCPU = apiCPU / time.Duration(s.admissions)
 		}
-		sums[cl.name] = s
+		sums[name] = s
 	}
-	none, noop, proj := sums["none"], sums["noop"], sums["project"]
+	none, noop, proj, pol := sums["none"], sums["noop"], sums["project"], sums["policy"]
 	fmt.Printf("\n== Admission through kube-apiserver %s: %d rounds x %d Pods per cell, interleaved ==\n",
 		testenv.K8sVersion, o.rounds, o.pods)
-	fmt.Printf("%-9s %12s %12s %16s %16s\n", "cell", "c=1 p50", "c=1 p99", fmt.Sprintf("c=%d pods/s", o.concurrency), "CPU/admission")
-	for _, name := range []string{"none", "noop", "project"} {
+	fmt.Printf("%-9s %12s %12s %16s %16s %18s\n", "cell", "c=1 p50", "c=1 p99", fmt.Sprintf("c=%d pods/s", o.concurrency), "CPU/admission",
+		"API server CPU/adm")
+	for _, name := range names {
 		s := sums[name]
 		cpu := "-"
-		if name != "none" {
+		if name == "noop" || name == "project" {
 			cpu = fmt.Sprintf("%.0f µs", float64(s.cpuPerAdm.Nanoseconds())/1e3)
 		}
-		fmt.Printf("%-9s %12s %12s %16.1f %16s\n", name, s.p50.Round(10*time.Microsecond), s.p99.Round(10*time.Microsecond), s.throughput, cpu)
+		fmt.Printf("%-9s %12s %12s %16.1f %16s %18s\n", name, s.p50.Round(10*time.Microsecond), s.p99.Round(10*time.Microsecond), s.throughput, cpu,
+			fmt.Sprintf("%.0f µs", float64(s.apiCPU.Nanoseconds())/1e3))
 	}
+	fmt.Printf("\nRatios policy/noop: c=1 p50 %.2f [goal <= 1.00], c=1 p99 %.2f, c=%d throughput %.2f, API server CPU per admission %.2f\n",
+		float64(pol.p50)/float64(noop.p50), float64(pol.p99)/float64(noop.p99), o.concurrency, pol.throughput/noop.throughput,
+		float64(pol.apiCPU)/float64(noop.apiCPU))
+	var polP50s []string
+	for r := range results["policy"] {
+		polP50s = append(polP50s, fmt.Sprintf("%.2f", float64(testenv.Percentile(slices.Clone(results["policy"][r].serial), 50))/
+			float64(testenv.Percentile(slices.Clone(results["noop"][r].serial), 50))))
+	}
+	fmt.Printf("  per round: p50 %s\n", strings.Join(polP50s, " "))
 	fmt.Printf("\nRatios project/noop (issue 9 goals in brackets):\n")
 	fmt.Printf("  c=1 p50 latency   %.2f  [<= 1.10]\n", float64(proj.p50)/float64(noop.p50))
 	fmt.Printf("  c=1 p99 latency   %.2f\n", float64(proj.p99)/float64(noop.p99))
@@ -449,6 +509,9 @@ func printAdmission(o admissionOptions, cells []cell, results map[string][]cellR
 	fmt.Printf("; besides, %d leader election Lease requests\n", leases)
 
 	m := f.memory
+	if !o.memory {
+		return
+	}
 	fmt.Printf("\nProcess start to /readyz OK: project %s, noop %s (empty cluster)\n",
 		f.projectReady.Round(time.Millisecond), f.noopReady.Round(time.Millisecond))
 	fmt.Printf("RSS after the load: project %s, noop %s\n", testenv.MiB(f.rssLoad), testenv.MiB(f.noopRSS))
@@ -458,4 +521,68 @@ func printAdmission(o admissionOptions, cells []cell, results map[string][]cellR
 	fmt.Printf("  restarted: start to /readyz OK      %s\n", m.ready.Round(time.Millisecond))
 	fmt.Printf("  restarted: RSS at ready             %s\n", m.rssReady)
 	fmt.Printf("  restarted: reconciler's first pass  %s, then RSS %s\n", m.initialPass.Round(time.Millisecond), m.rssReconciled)
+}
+
+// compilePolicy returns the policy cell's objects: the project's MutatingAdmissionPolicy and binding, as
+// policy mode writes them, compiled from admissionConfig.
+func compilePolicy() (*policyObjects, error) {
+	c, err := config.Parse([]byte(admissionConfig))
+	if err != nil {
+		return nil, err
+	}
+	m, err := config.NewMatcher(c)
+	if err != nil {
+		return nil, err
+	}
+	p, b, err := policy.Build(m, policy.Options{PolicyName: policyName})
+	if err != nil {
+		return nil, err
+	}
+	return &policyObjects{policy: p, binding: b}, nil
+}
+
+// policyObjects are the policy cell's MutatingAdmissionPolicy and binding.
+type policyObjects struct {
+	policy  *admissionregistrationv1.MutatingAdmissionPolicy
+	binding *admissionregistrationv1.MutatingAdmissionPolicyBinding
+}
+
+// switchTo makes cl the one set-up that mutates Pods in namespace, and waits until the API server shows
+// it: the policy objects are deleted for the other cells, and the webhook registration for the policy cell.
+func (c *cluster) switchTo(ctx context.Context, cl cell, p *policyObjects, namespace string) error {
+	policies := c.cs.AdmissionregistrationV1().MutatingAdmissionPolicies()
+	bindings := c.cs.AdmissionregistrationV1().MutatingAdmissionPolicyBindings()
+	if err := bindings.Delete(ctx, policyName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete policy binding: %w", err)
+	}
+	if err := policies.Delete(ctx, policyName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete policy: %w", err)
+	}
+	port := 0
+	if cl.webhook != nil {
+		port = cl.webhook.Port
+	}
+	if err := c.register(ctx, port, namespace); err != nil || !cl.policy {
+		return err
+	}
+	if _, err := policies.Create(ctx, p.policy.DeepCopy(), metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create policy: %w", err)
+	}
+	if _, err := bindings.Create(ctx, p.binding.DeepCopy(), metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create policy binding: %w", err)
+	}
+	return c.waitMutation(ctx, namespace, true)
+}
+
+// apiserverCPU returns the CPU time the API server has used since it started.
+func (c *cluster) apiserverCPU(ctx context.Context) (time.Duration, error) {
+	m, err := c.apiserverMetrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	v, n := m.Value("process_cpu_seconds_total", nil)
+	if n == 0 {
+		return 0, errors.New("the API server reports no process_cpu_seconds_total")
+	}
+	return time.Duration(v * float64(time.Second)), nil
 }

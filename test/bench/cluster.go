@@ -44,6 +44,8 @@ type cluster struct {
 	cs kubernetes.Interface
 	// project is the pullsecret-injector binary built from this tree.
 	project string
+	// config is the project's configuration file; nil is configYAML's.
+	config []byte
 }
 
 func startCluster(ctx context.Context) (*cluster, error) {
@@ -262,6 +264,9 @@ func (c *cluster) startProject(ctx context.Context, metricsPort int, args ...str
 	cfg, err := configYAML()
 	if err != nil {
 		return nil, 0, err
+	}
+	if c.config != nil {
+		cfg = c.config
 	}
 	args = append([]string{
 		// The chart's log level: debug logging would add its cost to every admission.
