@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -127,5 +128,52 @@ func TestProvisioner(t *testing.T) {
 	var lazy *provisioner
 	if got := append(lazy.everywhere(""), lazy.inNamespace(cachedNamespace("plain", optIn, false))...); len(got) != 0 {
 		t.Errorf("lazy provisioning asked for %v", got)
+	}
+}
+
+// BenchmarkProvisionerEverywhere measures a pass over every cached namespace (a reload, a source
+// appearing, the resync) with three configured Secret names, one behind an entry selector: per pass, with
+// every copy made (the steady state, which asks for nothing) and with none made (the first pass on a
+// cluster, which asks for every copy).
+//
+//	go test -run '^$' -bench BenchmarkProvisionerEverywhere -benchmem ./internal/reconciler
+func BenchmarkProvisionerEverywhere(b *testing.B) {
+	for _, n := range []int{10000, 50000} {
+		for _, made := range []bool{true, false} {
+			name := fmt.Sprintf("namespaces=%d/copies-made=%v", n, made)
+			b.Run(name, func(b *testing.B) {
+				store := config.NewStaticStore(testenv.Matcher(b, testConfig+`
+  - registry: ghcr.io
+    secret: {namespace: psi, name: ghcr-regcred}
+`))
+				namespaces := toolscache.NewStore(toolscache.MetaNamespaceKeyFunc)
+				copies := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{})
+				payments := map[string]string{config.InjectLabel: config.InjectEnabled, "team": "payments"}
+				for i := range n {
+					ns := fmt.Sprintf("team-%05d", i)
+					l := optIn
+					if i%2 == 0 {
+						l = payments
+					}
+					if err := namespaces.Add(cachedNamespace(ns, l, false)); err != nil {
+						b.Fatal(err)
+					}
+					if made {
+						for _, s := range []string{"quay-regcred", "ecr-regcred", "ghcr-regcred"} {
+							if err := copies.Add(cachedCopy(ns, s)); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				}
+				p := &provisioner{config: store, namespaces: namespaces, copies: copies}
+				var reqs int
+				b.ReportAllocs()
+				for b.Loop() {
+					reqs = len(p.everywhere(""))
+				}
+				b.ReportMetric(float64(reqs), "requests/pass")
+			})
+		}
 	}
 }
