@@ -94,6 +94,7 @@ FUZZ_TARGETS := \
 	./config:FuzzPatternRegexp:100000x \
 	./internal/policy:FuzzNormalizeImage:50000x \
 	./internal/policy:FuzzPolicyAgreesWithWebhook:20000x \
+	./internal/policy:FuzzInjectedAnnotationAgrees:20000x \
 	./internal/policy:FuzzSelectorExpression:200x \
 	./internal/dockerconfig:FuzzCheck:150000x \
 	./internal/redact:FuzzText:300000x \
