@@ -95,7 +95,7 @@ const (
 	resyncPeriod = 10 * time.Minute
 )
 
-// Start, in policy mode, watches the two objects and keeps them in step until ctx ends; in webhook mode
+// Start watches the two objects and keeps them in step until ctx ends, in policy mode; in webhook mode
 // it deletes them if they are ours and returns. It implements manager.Runnable.
 func (s *Syncer) Start(ctx context.Context) error {
 	policies, bindings := s.kinds()
