@@ -4,19 +4,12 @@ import (
 	"testing"
 
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy/policytest"
+	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 // docsConfig is the example of docs/configuration.md, with the benchmark's registry, as
 // `make bench-admission` configures the project.
-const docsConfig = `
-namespaceSelector: {matchLabels: {pullsecret-injector.io/inject: enabled}}
-registries:
-  - registry: registry.example.com:5000/team-a
-    secret: {namespace: pullsecret-injector, name: team-a-regcred}
-  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
-    secret: {namespace: pullsecret-injector, name: ecr-regcred}
-    namespaceSelector: {matchLabels: {team: payments}}
-  - registry: registry.bench.example
+const docsConfig = testenv.DocsExample + `  - registry: registry.bench.example
     secret: {namespace: pullsecret-injector, name: bench-regcred}
 `
 

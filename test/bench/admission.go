@@ -57,15 +57,7 @@ type cellRound struct {
 
 // admissionConfig is the project's configuration in this benchmark: the docs' example (docs/configuration.md,
 // two entries, one with a namespace selector) and the benchmark's own registry, which the Pods pull from.
-const admissionConfig = `namespaceSelector:
-  matchLabels: {pullsecret-injector.io/inject: enabled}
-registries:
-  - registry: registry.example.com:5000/team-a
-    secret: {namespace: pullsecret-injector, name: team-a-regcred}
-  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
-    secret: {namespace: pullsecret-injector, name: ecr-regcred}
-    namespaceSelector: {matchLabels: {team: payments}}
-  - registry: ` + registry + `
+const admissionConfig = testenv.DocsExample + `  - registry: ` + registry + `
     secret: {namespace: ` + sourceNamespace + `, name: ` + sourceName + `}
 `
 

@@ -110,24 +110,8 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sa := testenv.ServiceAccountUser(driveNamespace, fullname)
-	// The binary runs under the rendered admission guard, enforced before it makes its first write.
-	waitForGuard(ctx, t, sa, fullname)
-	kubeconfig, err := cp.ImpersonatingKubeconfig(sa)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The rendered arguments, less those that name in-cluster paths and ports, which StartWebhook sets for
-	// this machine.
-	var local []string
-	for _, a := range args {
-		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-		switch name {
-		case "config", "webhook-port", "health-probe-bind-address", "metrics-bind-address":
-			continue
-		}
-		local = append(local, a)
-	}
+	sa, kubeconfig := guardedKubeconfig(ctx, t, driveNamespace, fullname)
+	local := localArgs(args)
 	// A revocation waits this long, and a copy must be this old before it is revoked: the rendered minute
 	// would only slow the revocation subtest down.
 	// The rendered --metrics-secure stays: the metrics endpoint reviews scrapers' tokens with the rendered RBAC.
@@ -737,6 +721,35 @@ func mustCreate(ctx context.Context, t *testing.T, create func() error) {
 	}
 }
 
+// guardedKubeconfig returns the user name of the release's ServiceAccount name in namespace and a kubeconfig
+// that impersonates it, once the rendered admission guard is enforced on it: the binary runs under the guard
+// from its first write.
+func guardedKubeconfig(ctx context.Context, t *testing.T, namespace, name string) (string, string) {
+	t.Helper()
+	sa := testenv.ServiceAccountUser(namespace, name)
+	waitForGuard(ctx, t, sa, name)
+	kubeconfig, err := cp.ImpersonatingKubeconfig(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa, kubeconfig
+}
+
+// localArgs returns the rendered arguments less those that name in-cluster paths and ports, which
+// StartWebhook sets for this machine.
+func localArgs(args []string) []string {
+	var local []string
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		switch name {
+		case "config", "webhook-port", "health-probe-bind-address", "metrics-bind-address":
+			continue
+		}
+		local = append(local, a)
+	}
+	return local
+}
+
 func newLease(name string) *coordinationv1.Lease {
 	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -818,15 +831,18 @@ func checkResourceNames(ctx context.Context, t *testing.T, sa string) {
 			return err
 		}, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.do()
-			if tc.allowed && err != nil {
-				t.Errorf("got %v, want it allowed", err)
-			}
-			if !tc.allowed && !apierrors.IsForbidden(err) {
-				t.Errorf("got %v, want Forbidden", err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkAllowed(t, tc.do(), tc.allowed) })
+	}
+}
+
+// checkAllowed checks that err, the answer to a request, is no error when allowed, and Forbidden otherwise.
+func checkAllowed(t *testing.T, err error, allowed bool) {
+	t.Helper()
+	if allowed && err != nil {
+		t.Errorf("got %v, want it allowed", err)
+	}
+	if !allowed && !apierrors.IsForbidden(err) {
+		t.Errorf("got %v, want Forbidden", err)
 	}
 }
 

@@ -83,23 +83,16 @@ func checkPolicyMode(t *testing.T, namespace string, objs []*unstructured.Unstru
 		t.Errorf("Service ports %+v, want the metrics port alone", svc.Spec.Ports)
 	}
 	cr := named[rbacv1.ClusterRole](t, objs, "ClusterRole", fullname)
-	wantRules := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"patch"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"delete"}},
-		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
+	wantRules := append(slices.Clone(copyRules),
 		eventsRule,
 		tokenReviewRule,
 		accessReviewRule,
-		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingadmissionpolicies", "mutatingadmissionpolicybindings"},
+		rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingadmissionpolicies", "mutatingadmissionpolicybindings"},
 			ResourceNames: []string{fullname}, Verbs: []string{"get", "list", "watch", "update"}},
-		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingadmissionpolicies", "mutatingadmissionpolicybindings"},
+		rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingadmissionpolicies", "mutatingadmissionpolicybindings"},
 			Verbs: []string{"create"}},
-		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles"}, ResourceNames: []string{fullname}, Verbs: []string{"get"}},
-	}
+		rbacv1.PolicyRule{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles"}, ResourceNames: []string{fullname}, Verbs: []string{"get"}},
+	)
 	if diff := cmp.Diff(wantRules, cr.Rules); diff != "" {
 		t.Errorf("ClusterRole rules (-want +got):\n%s", diff)
 	}
@@ -265,15 +258,7 @@ registries:
 			return err
 		}, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.do()
-			if tc.allowed && err != nil {
-				t.Errorf("got %v, want it allowed", err)
-			}
-			if !tc.allowed && !apierrors.IsForbidden(err) {
-				t.Errorf("got %v, want Forbidden", err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkAllowed(t, tc.do(), tc.allowed) })
 	}
 
 	t.Run("documented limitation: no ValidatingAdmissionPolicy sees a write to an admission policy", func(t *testing.T) {
@@ -372,23 +357,9 @@ func TestRenderedPolicyModeDrivesBinary(t *testing.T) {
 	if _, err := admin.CoreV1().Secrets(namespace).Create(ctx, pullSecret("policy-regcred", "registry.chart.test:5000"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sa := testenv.ServiceAccountUser(namespace, policyFullname)
-	waitForGuard(ctx, t, sa, policyFullname)
-	kubeconfig, err := cp.ImpersonatingKubeconfig(sa)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var local []string
-	for _, a := range args {
-		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-		switch name {
-		case "config", "health-probe-bind-address", "metrics-bind-address":
-			continue
-		}
-		local = append(local, a)
-	}
+	_, kubeconfig := guardedKubeconfig(ctx, t, namespace, policyFullname)
 	// Copies of other tests' releases are not this one's to revoke while it runs.
-	local = append(local, "--kubeconfig="+kubeconfig, "--zap-log-level=debug", "--revocation-recheck=1h", "--metrics-bind-address=0")
+	local := append(localArgs(args), "--kubeconfig="+kubeconfig, "--zap-log-level=debug", "--revocation-recheck=1h", "--metrics-bind-address=0")
 	w, err := cp.StartWebhook(ctx, binary, []byte(configYAML), local...)
 	if err != nil {
 		t.Fatal(err)

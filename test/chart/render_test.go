@@ -408,24 +408,17 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 	}
 
 	cr := named[rbacv1.ClusterRole](t, objs, "ClusterRole", fullname)
-	wantRules := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"patch"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"delete"}},
-		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
-		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
+	wantRules := append(slices.Clone(copyRules),
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
 		eventsRule,
 		tokenReviewRule,
 		accessReviewRule,
 		// Should the release have run in policy mode before.
-		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingadmissionpolicies", "mutatingadmissionpolicybindings"},
+		rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingadmissionpolicies", "mutatingadmissionpolicybindings"},
 			ResourceNames: []string{fullname}, Verbs: []string{"get", "delete"}},
-		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
+		rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 			ResourceNames: []string{fullname}, Verbs: []string{"get", "list", "watch", "update"}},
-	}
+	)
 	if diff := cmp.Diff(wantRules, cr.Rules); diff != "" {
 		t.Errorf("ClusterRole rules (-want +got):\n%s", diff)
 	}
@@ -441,6 +434,18 @@ func checkDefaults(t *testing.T, namespace string, objs []*unstructured.Unstruct
 	checkBindings(t, objs, namespace, fullname)
 	checkGuardSubject(t, objs, namespace, fullname)
 	checkMetricsReader(t, objs, fullname, nil)
+}
+
+// copyRules are the ClusterRole's first rules in both modes: the namespaces, the copies and the sources, and
+// the Pod lists behind revocation.
+var copyRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
+	{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+	{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"patch"}},
+	{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"delete"}},
+	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
 }
 
 // The ClusterRole rules of the project's Events, which it writes wherever copies and sources are, and of

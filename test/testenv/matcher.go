@@ -20,3 +20,15 @@ func Matcher(t testing.TB, configYAML string) *config.Matcher {
 	}
 	return m
 }
+
+// DocsExample is the configuration file of the example in docs/configuration.md: two entries, one behind a
+// namespace selector. The benchmarks append the registry their Pods pull from.
+const DocsExample = `namespaceSelector:
+  matchLabels: {pullsecret-injector.io/inject: enabled}
+registries:
+  - registry: registry.example.com:5000/team-a
+    secret: {namespace: pullsecret-injector, name: team-a-regcred}
+  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
+    secret: {namespace: pullsecret-injector, name: ecr-regcred}
+    namespaceSelector: {matchLabels: {team: payments}}
+`
