@@ -313,6 +313,9 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 			return err
 		}
 	}
+	// The sources first: the copies' cache compares each copy's digest annotation with its source's.
+	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
+	tracker.Set(store.Matcher().Sources())
 
 	// Both servers: TLS 1.2 or later, and HTTP/2 only when asked for.
 	serverTLS := func(c *tls.Config) {
@@ -323,7 +326,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	}
 	mgrOpts := ctrl.Options{
 		Scheme:                        scheme,
-		Cache:                         webhook.CacheOptions(store),
+		Cache:                         webhook.CacheOptions(store, tracker.Digest),
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              o.leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
@@ -361,8 +364,6 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	}); err != nil {
 		return fmt.Errorf("add shutdown readiness check: %w", err)
 	}
-	tracker := sources.New(cs, ctrl.Log.WithName("sources"))
-	tracker.Set(store.Matcher().Sources())
 	recorder := events.New(mgr.GetEventRecorder(events.Controller), float32(o.eventsQPS), o.eventsBurst)
 	health := sources.NewHealth(store, tracker, recorder, ctrl.Log.WithName("sources"))
 	tracker.OnChange(health.Check)
@@ -415,7 +416,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		syncer.Trigger()
 		trigger.All()
 	})
-	for _, r := range []manager.Runnable{store, tracker, health, health.CheckWhenSynced(tracker.HasSynced), syncer} {
+	for _, r := range []manager.Runnable{store, health, health.CheckWhenSynced(tracker.HasSynced), syncer} {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("add %T: %w", r, err)
 		}
@@ -440,6 +441,9 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 		kv = append(kv, "webhookPort", o.webhookPort, "path", webhook.Path)
 	}
 	log.Info("Starting", kv...)
+	// Not a runnable of the manager, which would start it only once its caches have synced: the copies'
+	// cache waits for the sources (sources.DigestWait), and every handler is registered by now.
+	go func() { _ = tracker.Start(ctx) }()
 	if err := mgr.Start(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("run manager: %w", err)
 	}

@@ -444,10 +444,7 @@ func getNamespace(ctx context.Context, r client.Reader, name string) (labels.Set
 		}
 		return nil, err
 	}
-	if ns.Labels == nil {
-		return labels.Set{}, nil
-	}
-	return ns.Labels, nil
+	return managed.NamespaceLabels(ns), nil
 }
 
 // ServiceAccountMode says what the webhook does for a Pod whose ServiceAccount enforces mountable secrets

@@ -26,14 +26,17 @@ import (
 // (Secrets labelled as managed, anywhere), namespaces and ServiceAccounts, all as trimmed metadata. No
 // Secret data is cached here, so memory grows with the number of copies, never with their size or with
 // the cluster's other Secrets; the source Secrets are cached apart, one informer each (package sources).
-// cfg is the configuration in force: the copies' cache shares the configured sources' annotations
-// among their copies (see managed.TrimCopyMetadataFunc).
-func CacheOptions(cfg *config.Store) cache.Options {
+// cfg is the configuration in force and digests the sources' current digests: the copies' cache shares the
+// configured sources' annotations among their copies, and keeps a copy's digest annotation only when it is
+// its source's current one (see managed.TrimCopyMetadataFunc). The informers have no index by namespace
+// (managed.NewInformer): a List with client.InNamespace on this cache fails.
+func CacheOptions(cfg *config.Store, digests managed.SourceDigest) cache.Options {
 	return cache.Options{
+		NewInformer: managed.NewInformer,
 		ByObject: map[client.Object]cache.ByObject{
 			managed.PartialSecret(): {
 				Label:     labels.SelectorFromSet(labels.Set{managed.ManagedByLabel: managed.ManagedByValue}),
-				Transform: managed.TrimCopyMetadataFunc(cfg.Matcher),
+				Transform: managed.TrimCopyMetadataFunc(cfg.Matcher, digests),
 			},
 			managed.PartialNamespace():      {Transform: managed.TrimNamespaceMetadata},
 			managed.PartialServiceAccount(): {Transform: managed.TrimServiceAccountMetadata},

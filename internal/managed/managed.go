@@ -6,14 +6,19 @@ package managed
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 )
@@ -27,6 +32,11 @@ const (
 	// only: the reconciler finds a copy's source through the configuration, by the copy's name, because a
 	// tenant can write any annotation on a Secret in its namespace.
 	SourceAnnotation = "pullsecret-injector.io/source"
+	// DigestAnnotation records the digest (DigestString) of the type and data a copy was written with, in
+	// the same write as the data. The metadata cache keeps it when it equals the current digest of the
+	// copy's source, so that a new leader tells from its cache alone, without reading a copy, which copies
+	// hold their source's current bytes. A tenant can write it too: see the reconciler for what it trusts.
+	DigestAnnotation = "pullsecret-injector.io/digest"
 	// Selector is ManagedByLabel=ManagedByValue as a label selector string, for List calls and kubectl.
 	Selector = ManagedByLabel + "=" + ManagedByValue
 )
@@ -69,20 +79,35 @@ func PartialServiceAccount() *metav1.PartialObjectMetadata {
 
 // TrimServiceAccountMetadata is a cache transform for metadata-only ServiceAccounts: the webhook needs to
 // know only whether one enforces mountable secrets, so that is all that is kept, as a map every enforcing
-// ServiceAccount shares: a cached ServiceAccount holds its name, namespace, UID and resourceVersion, and no
-// string its author chose besides its name, whatever the size of its annotations.
+// ServiceAccount shares: a cached ServiceAccount holds its name (every namespace's "default" one shares a
+// constant), namespace and resourceVersion, and no string its author chose besides its name, whatever the
+// size of its annotations.
 func TrimServiceAccountMetadata(obj any) (any, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
+	if !ok || trimmedAlready(m) {
 		return obj, nil
 	}
 	trimmed := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Name: m.Name, Namespace: m.Namespace, ResourceVersion: m.ResourceVersion,
 	}}
+	if m.Name == defaultServiceAccount {
+		trimmed.Name = defaultServiceAccount
+	}
 	if EnforcesMountableSecrets(m) {
 		trimmed.Annotations = enforcing
 	}
 	return trimmed, nil
+}
+
+// defaultServiceAccount is the name of the ServiceAccount the API server's controllers make in every namespace.
+const defaultServiceAccount = "default"
+
+// trimmedAlready reports whether m is the result of one of this package's transforms, which drop the UID
+// that every object from the API server has: client-go's streaming list passes each object through the
+// transform twice (into its temporary store, then into the informer's queue), and a second pass that
+// made a new object would double the garbage of a cache's first list.
+func trimmedAlready(m *metav1.PartialObjectMetadata) bool {
+	return m.UID == ""
 }
 
 // enforcing is the annotations map of every cached ServiceAccount that enforces mountable secrets.
@@ -127,7 +152,7 @@ func build(src config.SecretRef, namespace string, typ corev1.SecretType, data m
 			Name:        src.Name,
 			Namespace:   namespace,
 			Labels:      map[string]string{ManagedByLabel: ManagedByValue},
-			Annotations: map[string]string{SourceAnnotation: src.String()},
+			Annotations: map[string]string{SourceAnnotation: src.String(), DigestAnnotation: DigestString(typ, data)},
 		},
 		Type: typ,
 		Data: cloneData(data),
@@ -169,12 +194,33 @@ func Digest(typ corev1.SecretType, data map[string][]byte) [sha256.Size]byte {
 	return sum
 }
 
-// InSync reports whether cp holds exactly what a copy of source holds: type, data, the label and the source
-// annotation. Other labels and annotations are the cluster's business (tools add their own).
+// DigestString returns Digest as the value of DigestAnnotation: "sha256:" and 64 lowercase hex digits.
+func DigestString(typ corev1.SecretType, data map[string][]byte) string {
+	sum := Digest(typ, data)
+	return digestPrefix + hex.EncodeToString(sum[:])
+}
+
+const digestPrefix = "sha256:"
+
+// digestLen is the length of every DigestString.
+const digestLen = len(digestPrefix) + 2*sha256.Size
+
+// PlaceholderDigest is the DigestAnnotation of every placeholder.
+var PlaceholderDigest = DigestString(corev1.SecretTypeDockerConfigJson, map[string][]byte{corev1.DockerConfigJsonKey: placeholderConfig})
+
+// StaleDigest stands, in the cache, for a DigestAnnotation that is neither the current digest of the copy's
+// source nor PlaceholderDigest: the copy does not hold its source's current bytes, whatever it holds, and
+// no string a tenant wrote is kept. Having a space, it equals no DigestString.
+const StaleDigest = "(not the source's current digest)"
+
+// InSync reports whether cp holds exactly what a copy of source holds: type, data, the label, the source
+// annotation and the digest annotation of that data. Other labels and annotations are the cluster's
+// business (tools add their own).
 func InSync(cp, source *corev1.Secret) bool {
 	src := config.SecretRef{Namespace: source.Namespace, Name: source.Name}
-	return cp.Type == source.Type && Digest(cp.Type, cp.Data) == Digest(source.Type, source.Data) &&
-		IsManaged(cp) && cp.Annotations[SourceAnnotation] == src.String() &&
+	digest := DigestString(source.Type, source.Data)
+	return cp.Type == source.Type && DigestString(cp.Type, cp.Data) == digest &&
+		IsManaged(cp) && cp.Annotations[SourceAnnotation] == src.String() && cp.Annotations[DigestAnnotation] == digest &&
 		(cp.Immutable == nil || !*cp.Immutable)
 }
 
@@ -187,42 +233,58 @@ const maxSourceLen = 63 + 1 + 253
 // reconciler restores any other value), without keeping a tenant's string of any size.
 const overlongSource = "(longer than any namespace/name)"
 
-// managedLabels and overlongAnnotations are the one-entry maps every cached copy with that label, or with
-// an overlong annotation, shares. Nothing changes a cached object (reads from the cache are deep copies),
-// so sharing is safe.
-var (
-	managedLabels       = map[string]string{ManagedByLabel: ManagedByValue}
-	overlongAnnotations = map[string]string{SourceAnnotation: overlongSource}
-)
+// managedLabels is the labels map every cached copy with the managed-by label shares. Nothing changes a
+// cached object (reads from the cache are deep copies), so sharing is safe.
+var managedLabels = map[string]string{ManagedByLabel: ManagedByValue}
+
+// SourceDigest returns the DigestString of the current bytes of the source ref names, or "" when the
+// source does not exist or cannot be copied; known is false when that cannot be told yet (the source is
+// not tracked, or its informer has not listed it). The same bytes must give the same string, not only an
+// equal one: every cached copy in step shares it.
+type SourceDigest func(ref config.SecretRef) (digest string, known bool)
 
 // TrimCopyMetadataFunc returns the cache transform for metadata-only Secrets labelled as managed: it keeps
 // what telling and reconciling a copy needs and drops the rest, so that a tenant's large labels and
 // annotations on Secrets labelled as managed cost no memory. configured returns the configuration in
-// force; nil means none.
+// force (nil: none) and current the current digest of a source (nil: never known).
 //
-// What a cached copy keeps, at most: name (253 bytes), namespace (63), UID, resourceVersion, two
-// timestamps, the managed-by label and the source annotation. The source annotation is shared with every
-// copy of that source when it is a configured source's "namespace/name" (the common case, the map is then
-// not paid per copy); another value up to maxSourceLen bytes is kept as a string of its own that goes away
-// with its object (a copy whose source a reload changes, a tenant's Secret); a longer one, which no
-// configured source can equal, becomes overlongSource. So nothing a tenant writes outlives its object or
-// costs more than about 1 KiB per object, whatever its size; the shared maps hold the configuration's
-// sources and are replaced when the configuration changes.
-func TrimCopyMetadataFunc(configured func() *config.Matcher) func(any) (any, error) {
-	var shared atomic.Pointer[sourceMaps]
+// What a cached copy keeps: name, namespace, resourceVersion, two timestamps, the managed-by label, the
+// source annotation and the digest annotation; not its UID, which no decision reads. A name that is a
+// configured Secret name, the label, a source annotation equal to a configured source and a digest
+// annotation equal to the current digest of the copy's source (or to PlaceholderDigest) are strings and
+// maps every such copy shares: a copy in step costs its struct, its namespace and resourceVersion strings
+// and nothing else. A digest annotation that is not current becomes StaleDigest (all the reconciler
+// needs to know), unless the current digest is not known yet, at start before the sources are read: then
+// a well-formed one (71 bytes) is kept as a string of its own. Another source annotation up to
+// maxSourceLen bytes is kept as a string of its own, a longer one becomes overlongSource. So nothing a
+// tenant writes outlives its object or costs more than about 1 KiB per object, whatever its size; the
+// shared strings and maps are the configuration's and the sources' current digests, and go away with them
+// (see annotationMaps).
+func TrimCopyMetadataFunc(configured func() *config.Matcher, current SourceDigest) func(any) (any, error) {
+	var shared annotationMaps
 	return func(obj any) (any, error) {
 		m, ok := obj.(*metav1.PartialObjectMetadata)
-		if !ok {
+		if !ok || trimmedAlready(m) {
 			return obj, nil
+		}
+		var matcher *config.Matcher
+		if configured != nil {
+			matcher = configured()
+		}
+		var entry *config.Entry
+		if matcher != nil {
+			entry = matcher.EntryForSecret(m.Name)
 		}
 		trimmed := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 			Name:              m.Name,
 			Namespace:         m.Namespace,
-			UID:               m.UID,
 			ResourceVersion:   m.ResourceVersion,
 			CreationTimestamp: m.CreationTimestamp,
 			DeletionTimestamp: m.DeletionTimestamp,
 		}}
+		if entry != nil {
+			trimmed.Name = entry.Registry.Secret.Name // the configuration's string, shared
+		}
 		if v, ok := m.Labels[ManagedByLabel]; ok {
 			trimmed.Labels = managedLabels
 			if v != ManagedByValue {
@@ -230,58 +292,198 @@ func TrimCopyMetadataFunc(configured func() *config.Matcher) func(any) (any, err
 				trimmed.Labels = map[string]string{ManagedByLabel: strings.Clone(v)}
 			}
 		}
-		if v, ok := m.Annotations[SourceAnnotation]; ok {
-			trimmed.Annotations = sourceAnnotation(&shared, configured, v)
+		source, hasSource := m.Annotations[SourceAnnotation]
+		digest, hasDigest := m.Annotations[DigestAnnotation]
+		if !hasSource && !hasDigest {
+			return trimmed, nil
+		}
+		k := annotationKey{hasSource: hasSource, hasDigest: hasDigest}
+		sharedSource, sharedDigest := true, true
+		if hasSource {
+			k.source, sharedSource = shared.keptSource(matcher, source)
+		}
+		if hasDigest {
+			k.digest, sharedDigest = keptDigest(entry, current, digest)
+		}
+		if sharedSource && sharedDigest {
+			trimmed.Annotations = shared.get(matcher, k)
+		} else {
+			trimmed.Annotations = k.annotations()
 		}
 		return trimmed, nil
 	}
 }
 
-// sourceMaps holds a one-entry source annotation map per configured source of one configuration.
-type sourceMaps struct {
-	matcher *config.Matcher
-	maps    map[string]map[string]string
+// keptDigest returns what the cache keeps of digest annotation v on a copy of entry (nil: no entry names
+// the copy), and whether that is a string that copies share: see TrimCopyMetadataFunc.
+func keptDigest(entry *config.Entry, current SourceDigest, v string) (string, bool) {
+	if v == PlaceholderDigest {
+		return PlaceholderDigest, true
+	}
+	if entry == nil || current == nil {
+		return StaleDigest, true
+	}
+	switch cur, known := current(entry.Registry.Secret); {
+	case known && cur != "" && v == cur:
+		return cur, true
+	case !known && len(v) == digestLen && strings.HasPrefix(v, digestPrefix):
+		return strings.Clone(v), false
+	}
+	return StaleDigest, true
 }
 
-// sourceAnnotation returns the annotations map a cached copy with source annotation v keeps.
-func sourceAnnotation(shared *atomic.Pointer[sourceMaps], configured func() *config.Matcher, v string) map[string]string {
-	if len(v) > maxSourceLen {
-		return overlongAnnotations
+// annotationKey is the annotations a cached copy keeps.
+type annotationKey struct {
+	source, digest       string
+	hasSource, hasDigest bool
+}
+
+func (k annotationKey) annotations() map[string]string {
+	a := make(map[string]string, 2)
+	if k.hasSource {
+		a[SourceAnnotation] = k.source
 	}
-	if configured != nil {
-		if m := configured(); m != nil {
-			s := shared.Load()
-			if s == nil || s.matcher != m {
-				// A reload: the old maps stay only as long as copies cached under them.
-				s = &sourceMaps{matcher: m, maps: map[string]map[string]string{}}
-				for _, src := range m.Sources() {
-					ref := src.String()
-					s.maps[ref] = map[string]string{SourceAnnotation: ref}
-				}
-				shared.Store(s)
-			}
-			if shared, ok := s.maps[v]; ok {
-				return shared
-			}
+	if k.hasDigest {
+		a[DigestAnnotation] = k.digest
+	}
+	return a
+}
+
+// maxSharedMaps bounds annotationMaps: a handful of maps per configured source (with and without each
+// annotation, placeholder, stale, the current digest and a few that were current before a rotation).
+const maxSharedMaps = 1024
+
+// annotationMaps holds the annotations maps that cached copies share, and the configured sources' strings,
+// for one configuration: every value in a key is the configuration's (a source, overlongSource) or a digest
+// that was a source's current one when it was added, never a tenant's string. It starts over when the
+// configuration changes or when it holds maxSharedMaps, which rotations reach after many changes: the maps
+// it drops stay only as long as the copies cached with them, at most about 300 bytes each. It is safe for
+// concurrent use.
+type annotationMaps struct {
+	mu      sync.Mutex
+	matcher *config.Matcher
+	// sources maps each configured "namespace/name" to itself, one string per source.
+	sources map[string]string
+	maps    map[annotationKey]map[string]string
+}
+
+// reset starts over for m; the caller holds mu.
+func (s *annotationMaps) reset(m *config.Matcher) {
+	s.matcher, s.maps, s.sources = m, map[annotationKey]map[string]string{}, map[string]string{}
+	if m != nil {
+		for _, src := range m.Sources() {
+			ref := src.String()
+			s.sources[ref] = ref
 		}
 	}
-	// strings.Clone: a substring would keep the whole decoded object alive.
-	return map[string]string{SourceAnnotation: strings.Clone(v)}
+}
+
+// keptSource returns what the cache keeps of source annotation v, and whether copies share it: the
+// configuration's own string when v is a configured source, overlongSource for a value too long to be one,
+// and otherwise a copy of v (a substring would keep the whole decoded object alive).
+func (s *annotationMaps) keptSource(m *config.Matcher, v string) (string, bool) {
+	if len(v) > maxSourceLen {
+		return overlongSource, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.maps == nil || s.matcher != m {
+		s.reset(m)
+	}
+	if ref, ok := s.sources[v]; ok {
+		return ref, true
+	}
+	return strings.Clone(v), false
+}
+
+func (s *annotationMaps) get(m *config.Matcher, k annotationKey) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.maps == nil || s.matcher != m {
+		s.reset(m)
+	}
+	if a, ok := s.maps[k]; ok {
+		return a
+	}
+	if len(s.maps) >= maxSharedMaps {
+		s.reset(m)
+	}
+	a := k.annotations()
+	s.maps[k] = a
+	return a
 }
 
 // TrimNamespaceMetadata is a cache transform for metadata-only Namespaces: selectors need the labels and
 // the reconciler needs to know a namespace is terminating; annotations (often a large
-// last-applied-configuration) and managed fields are dropped.
+// last-applied-configuration), managed fields and the UID are dropped. The kubernetes.io/metadata.name
+// label, which the API server sets to the namespace's name on every namespace, is dropped too (NamespaceLabels
+// puts it back), so that a namespace whose only other label is the default opt-in shares one labels map
+// with every such namespace; other label sets are kept as maps of their own.
 func TrimNamespaceMetadata(obj any) (any, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
+	if !ok || trimmedAlready(m) {
 		return obj, nil
 	}
 	return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 		Name:              m.Name,
-		UID:               m.UID,
 		ResourceVersion:   m.ResourceVersion,
-		Labels:            m.Labels,
+		Labels:            namespaceLabels(m),
 		DeletionTimestamp: m.DeletionTimestamp,
 	}}, nil
+}
+
+// optedInLabels is the labels map of every cached namespace whose only label besides its name is the
+// default opt-in.
+var optedInLabels = map[string]string{config.InjectLabel: config.InjectEnabled}
+
+func namespaceLabels(m *metav1.PartialObjectMetadata) map[string]string {
+	n := len(m.Labels)
+	named := m.Labels[corev1.LabelMetadataName] == m.Name
+	if named {
+		n--
+	}
+	switch {
+	case n == 0:
+		return nil
+	case n == 1 && m.Labels[config.InjectLabel] == config.InjectEnabled:
+		return optedInLabels
+	case !named:
+		return m.Labels
+	}
+	out := make(map[string]string, n)
+	for k, v := range m.Labels {
+		if k != corev1.LabelMetadataName {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// NamespaceLabels returns the labels of ns, a namespace read from the cache or the API server, with the
+// kubernetes.io/metadata.name label that the cache does not keep (see TrimNamespaceMetadata). It sets the
+// label in ns's own map: ns must be the caller's, as every client.Reader.Get returns it (the cache returns
+// a deep copy).
+func NamespaceLabels(ns *metav1.PartialObjectMetadata) labels.Set {
+	if ns.Labels == nil {
+		ns.Labels = make(map[string]string, 1)
+	}
+	if _, ok := ns.Labels[corev1.LabelMetadataName]; !ok {
+		ns.Labels[corev1.LabelMetadataName] = ns.Name
+	}
+	return ns.Labels
+}
+
+// NewInformer is the informer constructor of the cache that holds copies, namespaces and ServiceAccounts
+// (cache.Options.NewInformer): client-go's, without the index by namespace that controller-runtime gives
+// every informer. That index holds a set per namespace, one map per copy (about 250 bytes) for a
+// namespace's one copy, and nothing reads it: the project reads these objects by key, and by the copies'
+// name index. A List with client.InNamespace on this cache fails for want of it.
+func NewInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
+	kept := toolscache.Indexers{}
+	for name, f := range indexers {
+		if name != toolscache.NamespaceIndex {
+			kept[name] = f
+		}
+	}
+	return toolscache.NewSharedIndexInformer(lw, obj, resync, kept)
 }

@@ -2,14 +2,19 @@ package managed
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
@@ -56,6 +61,10 @@ func TestInSync(t *testing.T) {
 		"a placeholder is out of sync": {edit: func(s *corev1.Secret) {
 			s.Data = Placeholder(config.SecretRef{Namespace: "ops", Name: "regcred"}, "team").Data
 		}},
+		"a copy without the digest annotation is out": {edit: func(s *corev1.Secret) { delete(s.Annotations, DigestAnnotation) }},
+		"a copy whose digest annotation is not its data's is out": {edit: func(s *corev1.Secret) {
+			s.Annotations[DigestAnnotation] = PlaceholderDigest
+		}},
 		"an empty value differs from absent": {edit: func(s *corev1.Secret) { s.Data = map[string][]byte{corev1.DockerConfigJsonKey: nil} }},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -82,12 +91,12 @@ func TestTrimCopyMetadataKeepsOnlyWhatCopiesNeed(t *testing.T) {
 	in.Labels = map[string]string{ManagedByLabel: ManagedByValue, "big": string(make([]byte, 1000))}
 	in.Annotations = map[string]string{SourceAnnotation: "ops/regcred", "big": string(make([]byte, 1000))}
 	in.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
-	got, err := TrimCopyMetadataFunc(nil)(in)
+	got, err := TrimCopyMetadataFunc(nil, nil)(in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := got.(*metav1.PartialObjectMetadata)
-	if len(out.Labels) != 1 || len(out.Annotations) != 1 || out.ManagedFields != nil || out.UID != "uid" || out.ResourceVersion != "7" ||
+	if len(out.Labels) != 1 || len(out.Annotations) != 1 || out.ManagedFields != nil || out.UID != "" || out.ResourceVersion != "7" ||
 		!IsManaged(out) || out.GroupVersionKind() != SecretGVK {
 		t.Errorf("trimmed = %+v", out)
 	}
@@ -112,7 +121,7 @@ func matcher(t testing.TB, sources ...string) *config.Matcher {
 func trimWith(t testing.TB, transform func(any) (any, error), source string) *metav1.PartialObjectMetadata {
 	t.Helper()
 	out, err := transform(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
-		Name: "regcred", Namespace: "team",
+		Name: "regcred", Namespace: "team", UID: "uid",
 		Labels:      map[string]string{ManagedByLabel: ManagedByValue, "other": "x"},
 		Annotations: map[string]string{SourceAnnotation: source, "note": "y"},
 	}})
@@ -130,7 +139,7 @@ func sameMap(a, b map[string]string) bool {
 // ones are shared and the old ones no longer are.
 func TestTrimCopyMetadataSharesConfiguredSources(t *testing.T) {
 	current := matcher(t, "psi/regcred")
-	transform := TrimCopyMetadataFunc(func() *config.Matcher { return current })
+	transform := TrimCopyMetadataFunc(func() *config.Matcher { return current }, nil)
 	a, b := trimWith(t, transform, "psi/regcred"), trimWith(t, transform, "psi/regcred")
 	if diff := cmp.Diff(map[string]string{ManagedByLabel: ManagedByValue}, a.Labels); diff != "" {
 		t.Errorf("labels (-want +got):\n%s", diff)
@@ -160,7 +169,7 @@ func TestTrimCopyMetadataSharesConfiguredSources(t *testing.T) {
 // configured source) exactly as the Secret itself does, whatever the annotation holds.
 func TestTrimCopyMetadataKeepsDecisions(t *testing.T) {
 	configured := "psi/regcred"
-	transform := TrimCopyMetadataFunc(func() *config.Matcher { return matcher(t, configured) })
+	transform := TrimCopyMetadataFunc(func() *config.Matcher { return matcher(t, configured) }, nil)
 	for name, value := range map[string]string{
 		"the configured source":                   configured,
 		"another source, as after a reload":       "old/regcred",
@@ -186,7 +195,7 @@ func TestTrimCopyMetadataKeepsDecisions(t *testing.T) {
 			}
 		})
 	}
-	out, err := transform(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "team"}})
+	out, err := transform(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "team", UID: "uid"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +208,7 @@ func TestTrimCopyMetadataKeepsDecisions(t *testing.T) {
 // leaves nothing behind, and one who keeps them pays a bounded amount per Secret, not the annotation's
 // size: the copies' informer sees every labelled Secret, in every namespace.
 func TestTrimCopyMetadataRetainsNoTenantString(t *testing.T) {
-	transform := TrimCopyMetadataFunc(func() *config.Matcher { return nil })
+	transform := TrimCopyMetadataFunc(func() *config.Matcher { return nil }, nil)
 	const objects = 2000
 	large := func(i, size int) string { return fmt.Sprintf("%08d", i) + strings.Repeat("x", size) }
 
@@ -226,6 +235,269 @@ func TestTrimCopyMetadataRetainsNoTenantString(t *testing.T) {
 		t.Errorf("%d cached Secrets with unique 64 KiB annotations hold %d bytes, %d each, want at most 1 KiB each",
 			objects, retained, perObject)
 	}
+
+	// Unique well-formed digests, kept as they are while the source's digest is not known, and unique
+	// source annotations of the longest a source can be: still about 1 KiB at most.
+	unknown := TrimCopyMetadataFunc(func() *config.Matcher { return matcher(t, "psi/regcred") },
+		func(config.SecretRef) (string, bool) { return "", false })
+	before = testenv.HeapAlloc()
+	for i := range kept {
+		in := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+			Name: "regcred", Namespace: "team", UID: "uid",
+			Labels: map[string]string{ManagedByLabel: ManagedByValue},
+			Annotations: map[string]string{
+				SourceAnnotation: large(i, maxSourceLen-8),
+				DigestAnnotation: DigestString(corev1.SecretTypeOpaque, map[string][]byte{"k": []byte(fmt.Sprint(i))}),
+				"big":            large(i, 64<<10),
+			},
+		}}
+		out, err := unknown(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept[i] = out.(*metav1.PartialObjectMetadata)
+	}
+	retained = testenv.HeapAlloc() - before
+	runtime.KeepAlive(kept)
+	t.Logf("kept with digests: %d bytes retained, %d per object", retained, retained/objects)
+	if perObject := retained / objects; perObject > 1<<10 {
+		t.Errorf("%d cached Secrets with unique digests and sources hold %d bytes, %d each, want at most 1 KiB each",
+			objects, retained, perObject)
+	}
+}
+
+func TestCopyRecordsTheDigestOfItsData(t *testing.T) {
+	src := source()
+	want := DigestString(src.Type, src.Data)
+	if got := Copy(src, "team").Annotations[DigestAnnotation]; got != want {
+		t.Errorf("copy's digest annotation %q, want %q", got, want)
+	}
+	ph := Placeholder(config.SecretRef{Namespace: "ops", Name: "regcred"}, "team")
+	if got := ph.Annotations[DigestAnnotation]; got != PlaceholderDigest || got != DigestString(ph.Type, ph.Data) {
+		t.Errorf("placeholder's digest annotation %q, want %q", got, PlaceholderDigest)
+	}
+	if n := len(want); n != digestLen || !strings.HasPrefix(want, "sha256:") {
+		t.Errorf("digest %q: %d bytes, want sha256: and 64 hex digits", want, n)
+	}
+}
+
+// digestTrim trims a copy named regcred in namespace ns, of source psi/regcred, with digest annotation
+// digest, through transform.
+func digestTrim(t testing.TB, transform func(any) (any, error), ns, digest string) *metav1.PartialObjectMetadata {
+	t.Helper()
+	out, err := transform(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+		Name: strings.Clone("regcred"), Namespace: ns, UID: "uid", ResourceVersion: "5",
+		Labels:      map[string]string{ManagedByLabel: ManagedByValue},
+		Annotations: map[string]string{SourceAnnotation: "psi/regcred", DigestAnnotation: digest},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.(*metav1.PartialObjectMetadata)
+}
+
+// The cache keeps a digest annotation as the reconciler needs it: equal to the source's current digest
+// or not, shared by every copy in step, and never a tenant's string once the current digest is known.
+func TestTrimCopyMetadataKeepsTheDigestOnlyWhenCurrent(t *testing.T) {
+	m := matcher(t, "psi/regcred")
+	src := source()
+	current := DigestString(src.Type, src.Data)
+	ref := config.SecretRef{Namespace: "psi", Name: "regcred"}
+	known := func(r config.SecretRef) (string, bool) {
+		if r != ref {
+			t.Errorf("current digest asked for %v, want the copy's source %v", r, ref)
+		}
+		return current, true
+	}
+	missing := func(config.SecretRef) (string, bool) { return "", true }
+	unknown := func(config.SecretRef) (string, bool) { return "", false }
+	other := DigestString(corev1.SecretTypeDockerConfigJson, map[string][]byte{corev1.DockerConfigJsonKey: []byte("{}")})
+	for name, tc := range map[string]struct {
+		current SourceDigest
+		digest  string
+		want    string
+		// shared: two copies share the annotations map.
+		shared bool
+	}{
+		"the current digest is kept and shared":              {current: known, digest: strings.Clone(current), want: current, shared: true},
+		"an older digest is stale":                           {current: known, digest: other, want: StaleDigest, shared: true},
+		"a placeholder's digest is kept and shared":          {current: known, digest: strings.Clone(PlaceholderDigest), want: PlaceholderDigest, shared: true},
+		"a tenant's value is stale":                          {current: known, digest: "x" + strings.Repeat("y", 64<<10), want: StaleDigest, shared: true},
+		"any digest is stale when the source is missing":     {current: missing, digest: other, want: StaleDigest, shared: true},
+		"a digest is kept as it is until the source is read": {current: unknown, digest: other, want: other},
+		"a malformed value is stale even before":             {current: unknown, digest: other + " ", want: StaleDigest, shared: true},
+		"a long value is stale even before":                  {current: unknown, digest: strings.Repeat("s", 1<<20), want: StaleDigest, shared: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			transform := TrimCopyMetadataFunc(func() *config.Matcher { return m }, tc.current)
+			a, b := digestTrim(t, transform, "team-a", tc.digest), digestTrim(t, transform, "team-b", tc.digest)
+			want := map[string]string{SourceAnnotation: "psi/regcred", DigestAnnotation: tc.want}
+			if diff := cmp.Diff(want, a.Annotations); diff != "" {
+				t.Errorf("annotations (-want +got):\n%s", diff)
+			}
+			if got := sameMap(a.Annotations, b.Annotations); got != tc.shared {
+				t.Errorf("two copies share their annotations map: %v, want %v", got, tc.shared)
+			}
+			if unsafe.StringData(a.Name) != unsafe.StringData(m.EntryForSecret("regcred").Registry.Secret.Name) {
+				t.Error("a copy of a configured name keeps a name string of its own, want the configuration's")
+			}
+		})
+	}
+}
+
+// After a rotation, the copies written with the new bytes share the new digest's map, and the copies
+// cached before keep theirs: the reconciler tells them apart by value.
+func TestTrimCopyMetadataFollowsRotations(t *testing.T) {
+	m := matcher(t, "psi/regcred")
+	digest := DigestString(corev1.SecretTypeDockerConfigJson, map[string][]byte{corev1.DockerConfigJsonKey: []byte("v1")})
+	transform := TrimCopyMetadataFunc(func() *config.Matcher { return m }, func(config.SecretRef) (string, bool) { return digest, true })
+	before := digestTrim(t, transform, "team", digest)
+	for i := range 2 * maxSharedMaps {
+		digest = DigestString(corev1.SecretTypeDockerConfigJson, map[string][]byte{corev1.DockerConfigJsonKey: []byte(fmt.Sprint(i))})
+		a, b := digestTrim(t, transform, "team", digest), digestTrim(t, transform, "other", digest)
+		if a.Annotations[DigestAnnotation] != digest || !sameMap(a.Annotations, b.Annotations) {
+			t.Fatalf("rotation %d: annotations %v, want the new digest in a shared map", i, a.Annotations)
+		}
+	}
+	if before.Annotations[DigestAnnotation] == digest {
+		t.Error("a copy cached before the rotations changed")
+	}
+}
+
+func TestTrimNamespaceMetadata(t *testing.T) {
+	for name, tc := range map[string]struct {
+		labels map[string]string
+		// want is what the cache keeps; shared, whether two namespaces share it.
+		want   map[string]string
+		shared bool
+	}{
+		"opted in only: the shared map": {
+			labels: map[string]string{corev1.LabelMetadataName: "team", config.InjectLabel: config.InjectEnabled},
+			want:   map[string]string{config.InjectLabel: config.InjectEnabled}, shared: true,
+		},
+		"only its name: no map": {labels: map[string]string{corev1.LabelMetadataName: "team"}},
+		"other labels: a map of its own without the name": {
+			labels: map[string]string{corev1.LabelMetadataName: "team", config.InjectLabel: config.InjectEnabled, "team": "payments"},
+			want:   map[string]string{config.InjectLabel: config.InjectEnabled, "team": "payments"},
+		},
+		"opted out: a map of its own": {
+			labels: map[string]string{corev1.LabelMetadataName: "team", config.InjectLabel: config.InjectDisabled},
+			want:   map[string]string{config.InjectLabel: config.InjectDisabled},
+		},
+		"a name label that is not the name is kept": {
+			labels: map[string]string{corev1.LabelMetadataName: "other"},
+			want:   map[string]string{corev1.LabelMetadataName: "other"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			trim := func() *metav1.PartialObjectMetadata {
+				in := PartialNamespace()
+				in.Name, in.UID, in.ResourceVersion, in.Labels = "team", "uid", "3", maps.Clone(tc.labels)
+				in.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{}"}
+				out, err := TrimNamespaceMetadata(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out.(*metav1.PartialObjectMetadata)
+			}
+			a, b := trim(), trim()
+			if diff := cmp.Diff(tc.want, a.Labels); diff != "" {
+				t.Errorf("cached labels (-want +got):\n%s", diff)
+			}
+			if got := len(a.Labels) > 0 && sameMap(a.Labels, b.Labels); got != tc.shared {
+				t.Errorf("two namespaces share their labels map: %v, want %v", got, tc.shared)
+			}
+			if a.Annotations != nil || a.UID != "" || a.ResourceVersion != "3" {
+				t.Errorf("trimmed = %+v", a.ObjectMeta)
+			}
+			// What a reader gets (a deep copy, as from the cache) has every label the namespace has.
+			if diff := cmp.Diff(labels.Set(tc.labels), NamespaceLabels(a.DeepCopy())); diff != "" {
+				t.Errorf("NamespaceLabels (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A selector on the namespace's name label, as kubectl users write to exclude namespaces, matches the
+// cached namespace through NamespaceLabels as it matches the namespace.
+func TestNamespaceLabelsAnswerSelectorsOnTheName(t *testing.T) {
+	in := PartialNamespace()
+	in.Name, in.UID, in.Labels = "team", "uid", map[string]string{corev1.LabelMetadataName: "team", config.InjectLabel: config.InjectEnabled}
+	out, err := TrimNamespaceMetadata(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: []string{"team"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sel.Matches(NamespaceLabels(out.(*metav1.PartialObjectMetadata).DeepCopy())) {
+		t.Error("a selector on the name label does not match the cached namespace")
+	}
+}
+
+// client-go's streaming list passes each object through the transform twice: the second pass returns the
+// first's object, and allocates nothing.
+func TestTransformsReturnWhatTheyTrimmed(t *testing.T) {
+	m := matcher(t, "psi/regcred")
+	digest := DigestString(corev1.SecretTypeDockerConfigJson, map[string][]byte{corev1.DockerConfigJsonKey: []byte("x")})
+	transforms := map[string]struct {
+		transform func(any) (any, error)
+		obj       func() *metav1.PartialObjectMetadata
+	}{
+		"copies": {
+			transform: TrimCopyMetadataFunc(func() *config.Matcher { return m }, func(config.SecretRef) (string, bool) { return digest, true }),
+			obj: func() *metav1.PartialObjectMetadata {
+				return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "regcred", Namespace: "team", UID: "uid",
+					Labels:      map[string]string{ManagedByLabel: ManagedByValue},
+					Annotations: map[string]string{SourceAnnotation: "psi/regcred", DigestAnnotation: digest}}}
+			},
+		},
+		"namespaces": {
+			transform: TrimNamespaceMetadata,
+			obj: func() *metav1.PartialObjectMetadata {
+				return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "team", UID: "uid",
+					Labels: map[string]string{corev1.LabelMetadataName: "team", "a": "b"}}}
+			},
+		},
+		"service accounts": {
+			transform: TrimServiceAccountMetadata,
+			obj: func() *metav1.PartialObjectMetadata {
+				return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "team", UID: "uid"}}
+			},
+		},
+	}
+	for name, tc := range transforms {
+		t.Run(name, func(t *testing.T) {
+			first, err := tc.transform(tc.obj())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first.(*metav1.PartialObjectMetadata).UID != "" {
+				t.Fatal("the trimmed object keeps its UID")
+			}
+			var second any
+			allocs := testing.AllocsPerRun(100, func() { second, err = tc.transform(first) })
+			if err != nil || second != first {
+				t.Errorf("second pass returned %p (%v), want the first's %p", second, err, first)
+			}
+			if allocs != 0 {
+				t.Errorf("second pass allocated %v times, want 0", allocs)
+			}
+		})
+	}
+}
+
+func TestNewInformerHasNoNamespaceIndex(t *testing.T) {
+	inf := NewInformer(&toolscache.ListWatch{}, PartialSecret(), 0, toolscache.Indexers{
+		toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc,
+		"name":                    func(any) ([]string, error) { return nil, nil },
+	})
+	if diff := cmp.Diff([]string{"name"}, slices.Sorted(maps.Keys(inf.GetIndexer().GetIndexers()))); diff != "" {
+		t.Errorf("indexes (-want +got):\n%s", diff)
+	}
 }
 
 func TestTrimServiceAccountMetadataKeepsOnlyEnforcement(t *testing.T) {
@@ -241,7 +513,7 @@ func TestTrimServiceAccountMetadataKeepsOnlyEnforcement(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			in := PartialServiceAccount()
-			in.Namespace, in.Name, in.ResourceVersion, in.Annotations = "team", "sa", "3", tc.annotations
+			in.Namespace, in.Name, in.UID, in.ResourceVersion, in.Annotations = "team", "sa", "uid", "3", tc.annotations
 			got, err := TrimServiceAccountMetadata(in)
 			if err != nil {
 				t.Fatal(err)

@@ -5,11 +5,8 @@ package reconciler
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -61,16 +58,15 @@ type Reconciler struct {
 	// necessarily one that was deleted, which the Event and the log say.
 	Provision bool
 
+	// writes tells the copies whose digest annotation can be trusted without a read (see writes).
+	writes writes
+
 	mu sync.Mutex
-	// verified remembers, per copy, the resourceVersion at which the copy was last seen to hold a source's
-	// bytes, and which bytes. A copy whose resourceVersion has not moved since still holds them (etcd bumps
-	// it on every write), so an unchanged copy costs no API call, however often it is looked at.
-	verified map[types.NamespacedName]verifiedCopy
 	// podChecks remembers, per namespace, the Pod lists made to revoke its copies: how many since the
 	// current recheck period began (at most podListsPerRecheck), and which copies the last one found in use.
 	// An entry goes once both its period and podUseTTL have passed; there is one per namespace that had a
-	// revocation candidate in the last RevocationRecheck, each holding the names of at most as many copies
-	// as the cache holds in that namespace, with one Pod name each (at most 253 bytes).
+	// revocation candidate in the last RevocationRecheck, each holding at most the configured Secret names and
+	// the candidate's, with one Pod name each (at most 253 bytes).
 	podChecks map[string]*podCheck
 	// now is the clock; nil is time.Now. Tests set it to cross a recheck period.
 	now func() time.Time
@@ -86,14 +82,6 @@ type podCheck struct {
 	// made for that delete.
 	listed time.Time
 	users  map[string]string
-}
-
-type verifiedCopy struct {
-	resourceVersion string
-	digest          [sha256.Size]byte
-	// keys are the data keys the copy holds, so an update can remove the ones the source dropped without
-	// reading the copy.
-	keys []string
 }
 
 // Action is what a copy needs, decided from what is known of it without an API call.
@@ -162,10 +150,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.revoke(ctx, m, entry, cp)
 	case Ignore:
 		logf.FromContext(ctx).V(1).Info("Not a copy this project may write, left alone")
-		r.forget(key)
+		r.writes.forget(key)
 		return reconcile.Result{}, nil
 	default:
-		r.forget(key)
+		r.writes.forget(key)
 		return reconcile.Result{}, nil
 	}
 }
@@ -206,7 +194,7 @@ func (r *Reconciler) create(ctx context.Context, entry *config.Entry, key types.
 		metrics.CopyOperation(source, metrics.Failed)
 		return reconcile.Result{}, fmt.Errorf("recreate copy %s: %w", key, err)
 	}
-	r.remember(cp)
+	r.writes.wrote(key, cp.ResourceVersion)
 	metrics.CopyOperation(source, metrics.Created)
 	note, msg := r.createdNote()
 	r.Events.Normal(cp, events.ReasonCopyCreated, events.ActionCreate, note, source)
@@ -214,8 +202,10 @@ func (r *Reconciler) create(ctx context.Context, entry *config.Entry, key types.
 	return reconcile.Result{}, nil
 }
 
-// sync brings a copy's data in line with its source, reading the copy only when it may have changed since
-// it was last seen in step.
+// sync brings a copy's data in line with its source. The digest annotation in the cache says whether the
+// copy holds the source's current bytes: a copy in step costs no API call, and one that is not costs one
+// write that replaces whatever it holds, without a read, as long as nobody but the leader has written it
+// since the leader started watching it (see writes); a copy someone else wrote is read first.
 func (r *Reconciler) sync(ctx context.Context, entry *config.Entry, cached *metav1.PartialObjectMetadata) (reconcile.Result, error) {
 	log := logf.FromContext(ctx)
 	key := types.NamespacedName{Namespace: cached.Namespace, Name: cached.Name}
@@ -231,17 +221,24 @@ func (r *Reconciler) sync(ctx context.Context, entry *config.Entry, cached *meta
 		log.V(1).Info("Source secret has the wrong type, copy keeps its last good data", "source", entry.Registry.Secret.String())
 		return reconcile.Result{}, nil
 	}
-	// The pass over an unchanged copy, the common one, computes a digest and allocates nothing else.
-	wantDigest := managed.Digest(src.Type, src.Data)
-	if v, ok := r.lookup(key); ok && v.resourceVersion == cached.ResourceVersion {
-		if v.digest == wantDigest && cached.Annotations[managed.SourceAnnotation] == entry.Registry.Secret.String() {
-			return reconcile.Result{}, nil
-		}
-		// Unchanged since it was verified: the source rotated. Update without reading the copy.
-		return r.update(ctx, key, cached.ResourceVersion, v.keys, managed.Copy(src, key.Namespace), "source changed")
+	if !r.writes.trusted(key, cached.ResourceVersion) {
+		return r.verify(ctx, key, src)
 	}
-	want := managed.Copy(src, key.Namespace)
+	held := cached.Annotations[managed.DigestAnnotation]
+	if held == managed.DigestString(src.Type, src.Data) && cached.Annotations[managed.SourceAnnotation] == entry.Registry.Secret.String() {
+		return reconcile.Result{}, nil
+	}
+	reason := "copy differs from its source"
+	if held != "" && held != managed.StaleDigest && held != managed.PlaceholderDigest {
+		// A digest that was its source's current one when the copy was cached: the source changed since.
+		reason = "source changed"
+	}
+	return r.update(ctx, key, cached.ResourceVersion, managed.Copy(src, key.Namespace), reason)
+}
 
+// verify reads the copy at key, which someone other than the leader wrote, and repairs it unless it holds
+// exactly what a copy of src holds.
+func (r *Reconciler) verify(ctx context.Context, key types.NamespacedName, src *corev1.Secret) (reconcile.Result, error) {
 	live := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, key, live); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -249,72 +246,76 @@ func (r *Reconciler) sync(ctx context.Context, entry *config.Entry, cached *meta
 		}
 		return reconcile.Result{}, fmt.Errorf("read copy %s: %w", key, err)
 	}
+	want := managed.Copy(src, key.Namespace)
 	switch {
 	case !managed.IsCopy(live):
-		r.forget(key)
+		r.writes.forget(key)
 		return reconcile.Result{}, nil
 	case managed.InSync(live, src):
-		r.remember(live)
+		// Trusted from now on at this resourceVersion: the next event on it is a write.
+		r.writes.forget(key)
 		return reconcile.Result{}, nil
 	case live.Type != want.Type || (live.Immutable != nil && *live.Immutable):
 		// Neither can be changed in place.
 		return r.replace(ctx, live, want)
 	}
-	return r.update(ctx, key, live.ResourceVersion, slices.Collect(maps.Keys(live.Data)), want, "copy differs from its source")
+	return r.update(ctx, key, live.ResourceVersion, want, "copy differs from its source")
 }
 
-// update writes want's data and source annotation over the copy at key, which must still be at
-// resourceVersion, removing the data keys in oldKeys that want does not have. A merge patch leaves the
-// labels and annotations other tools put on the copy alone.
-func (r *Reconciler) update(ctx context.Context, key types.NamespacedName, resourceVersion string, oldKeys []string,
+// update writes want's type, data, label and annotations over the copy at key, which must still be at
+// resourceVersion. It is a strategic merge patch that replaces the data as a whole, so that no key the
+// copy held survives whatever the leader knew of it, and leaves the labels and annotations other tools put
+// on the copy alone. Its type is sent too: a copy whose type someone changed (by deleting and creating
+// it) refuses the patch as invalid, as an immutable one does, and is read and replaced on the next pass.
+func (r *Reconciler) update(ctx context.Context, key types.NamespacedName, resourceVersion string,
 	want *corev1.Secret, reason string) (reconcile.Result, error) {
-	data := make(map[string]any, len(want.Data)+len(oldKeys))
-	for _, k := range oldKeys {
-		data[k] = nil
-	}
+	data := make(map[string]any, len(want.Data)+1)
+	data["$patch"] = "replace"
 	for k, v := range want.Data {
 		data[k] = v // []byte marshals as base64, as the API expects
 	}
 	patch, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{
-			// A precondition: the patch fails with a conflict if the copy changed since it was read.
+			// A precondition: the patch fails with a conflict if the copy changed since it was read or cached.
 			"resourceVersion": resourceVersion,
 			"labels":          want.Labels,
 			"annotations":     want.Annotations,
 		},
+		"type": want.Type,
 		"data": data,
 	})
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("build patch for copy %s: %w", key, err)
 	}
+	source := want.Annotations[managed.SourceAnnotation]
 	target := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
-	if err := r.Client.Patch(ctx, target, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		r.forget(key)
+	if err := r.Client.Patch(ctx, target, client.RawPatch(types.StrategicMergePatchType, patch)); err != nil {
 		switch {
 		case apierrors.IsConflict(err):
+			// Written by someone else since: its watch event says so, and the retry reads it.
 			return reconcile.Result{RequeueAfter: conflictRetry}, nil
 		case apierrors.IsNotFound(err):
 			return reconcile.Result{}, nil
 		case apierrors.IsInvalid(err):
-			// Made immutable since it was read: the next pass reads it and replaces it.
+			// Made immutable or retyped: the next pass reads it and replaces it.
+			r.writes.distrust(key)
 			return reconcile.Result{RequeueAfter: conflictRetry}, nil
 		}
-		metrics.CopyOperation(want.Annotations[managed.SourceAnnotation], metrics.Failed)
-		r.Events.Warning(target, events.ReasonCopyFailed, events.ActionUpdate, "Cannot update from %s: %v",
-			want.Annotations[managed.SourceAnnotation], err)
+		metrics.CopyOperation(source, metrics.Failed)
+		r.Events.Warning(target, events.ReasonCopyFailed, events.ActionUpdate, "Cannot update from %s: %v", source, err)
 		return reconcile.Result{}, fmt.Errorf("update copy %s: %w", key, err)
 	}
-	r.remember(target)
-	metrics.CopyOperation(want.Annotations[managed.SourceAnnotation], metrics.Updated)
-	r.Events.Normal(target, events.ReasonCopyUpdated, events.ActionUpdate, "Updated from %s: %s", want.Annotations[managed.SourceAnnotation], reason)
-	logf.FromContext(ctx).Info("Updated copy from its source", "reason", reason, "source", want.Annotations[managed.SourceAnnotation])
+	r.writes.wrote(key, target.ResourceVersion)
+	metrics.CopyOperation(source, metrics.Updated)
+	r.Events.Normal(target, events.ReasonCopyUpdated, events.ActionUpdate, "Updated from %s: %s", source, reason)
+	logf.FromContext(ctx).Info("Updated copy from its source", "reason", reason, "source", source)
 	return reconcile.Result{}, nil
 }
 
 // replace deletes live and creates want in its place, for the changes a Secret cannot take in place.
 func (r *Reconciler) replace(ctx context.Context, live, want *corev1.Secret) (reconcile.Result, error) {
 	key := client.ObjectKeyFromObject(live)
-	r.forget(key)
+	r.writes.forget(key)
 	if err := r.Client.Delete(ctx, live, client.Preconditions{UID: &live.UID, ResourceVersion: &live.ResourceVersion}); err != nil {
 		if apierrors.IsConflict(err) {
 			return reconcile.Result{RequeueAfter: conflictRetry}, nil
@@ -324,11 +325,14 @@ func (r *Reconciler) replace(ctx context.Context, live, want *corev1.Secret) (re
 		}
 	}
 	source := want.Annotations[managed.SourceAnnotation]
-	if err := r.Client.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := r.Client.Create(ctx, want); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return reconcile.Result{}, nil // created meanwhile by someone else: its event says so
+		}
 		metrics.CopyOperation(source, metrics.Failed)
 		return reconcile.Result{}, fmt.Errorf("create copy %s in place of the old one: %w", key, err)
 	}
-	r.remember(want)
+	r.writes.wrote(key, want.ResourceVersion)
 	metrics.CopyOperation(source, metrics.Updated)
 	r.Events.Normal(want, events.ReasonCopyReplaced, events.ActionUpdate,
 		"Replaced with a copy of %s: its type or immutability differed from the source's", source)
@@ -379,14 +383,14 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 	live := managed.PartialSecret()
 	if err := r.APIReader.Get(ctx, key, live); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.forget(key)
+			r.writes.forget(key)
 			return reconcile.Result{}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("read copy %s: %w", key, err)
 	}
 	switch age := r.clock().Sub(live.CreationTimestamp.Time); {
 	case !managed.IsCopy(live):
-		r.forget(key)
+		r.writes.forget(key)
 		return reconcile.Result{}, nil // no longer in the form of a copy: not ours to delete
 	case age < r.RevocationRecheck:
 		// Another Secret of the same name took the cached one's place.
@@ -414,7 +418,7 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 		metrics.CopyOperation(source, metrics.Failed)
 		return reconcile.Result{}, fmt.Errorf("delete copy %s: %w", key, err)
 	}
-	r.forget(key)
+	r.writes.forget(key)
 	metrics.CopyOperation(source, metrics.Deleted)
 	cp.UID = live.UID
 	r.Events.Normal(cp, events.ReasonCopyDeleted, events.ActionDelete, "Deleted: %s", reason)
@@ -499,23 +503,23 @@ func (r *Reconciler) takePodList(namespace string) time.Duration {
 // listPodUsing lists the unfinished Pods of key's namespace now and returns the name of one whose
 // imagePullSecrets name key's Secret, or "" when there is none.
 func (r *Reconciler) listPodUsing(ctx context.Context, key types.NamespacedName) (string, error) {
-	// Only the names of copies in the namespace are kept: the Pods' other references are theirs to choose,
-	// as many as they like.
-	copies := &metav1.PartialObjectMetadataList{}
-	copies.SetGroupVersionKind(managed.SecretGVK.GroupVersion().WithKind("SecretList"))
-	if err := r.Cache.List(ctx, copies, client.InNamespace(key.Namespace)); err != nil {
-		return "", fmt.Errorf("list cached copies in namespace %q: %w", key.Namespace, err)
-	}
-	names := make(map[string]bool, len(copies.Items)+1)
-	names[key.Name] = true
-	for i := range copies.Items {
-		names[copies.Items[i].Name] = true
+	// Only the names of copies the cache holds in the namespace are kept: the Pods' other references are
+	// theirs to choose, as many as they like. The cache has no index by namespace (managed.NewInformer), so
+	// each name a Pod references is looked up once per list, in a map that goes with the list.
+	cached := map[string]bool{key.Name: true}
+	isCopy := func(name string) bool {
+		held, seen := cached[name]
+		if !seen {
+			held = r.Cache.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, managed.PartialSecret()) == nil
+			cached[name] = held
+		}
+		return held
 	}
 	listed := r.clock()
 	users := map[string]string{}
 	if _, err := r.eachUnfinishedPod(ctx, func(p *corev1.Pod) error {
 		for _, ref := range p.Spec.ImagePullSecrets {
-			if names[ref.Name] {
+			if isCopy(ref.Name) {
 				users[ref.Name] = p.Name
 			}
 		}
@@ -554,48 +558,6 @@ func (r *Reconciler) eachUnfinishedPod(ctx context.Context, fn func(*corev1.Pod)
 			return pages, nil
 		}
 	}
-}
-
-func (r *Reconciler) lookup(key types.NamespacedName) (verifiedCopy, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	v, ok := r.verified[key]
-	return v, ok
-}
-
-// remember records that cp, as returned by the API server, holds its data.
-func (r *Reconciler) remember(cp *corev1.Secret) {
-	if cp.ResourceVersion == "" {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.verified == nil {
-		r.verified = map[types.NamespacedName]verifiedCopy{}
-	}
-	r.verified[client.ObjectKeyFromObject(cp)] = verifiedCopy{
-		resourceVersion: cp.ResourceVersion,
-		digest:          managed.Digest(cp.Type, cp.Data),
-		keys:            internKeys(slices.Sorted(maps.Keys(cp.Data))),
-	}
-}
-
-// dockerConfigKeys is the data keys of almost every copy, shared by their verified entries.
-var dockerConfigKeys = []string{corev1.DockerConfigJsonKey}
-
-// internKeys returns keys, or the shared slice when it holds the same: a slice and a string per copy add up
-// over 10,000 copies.
-func internKeys(keys []string) []string {
-	if slices.Equal(keys, dockerConfigKeys) {
-		return dockerConfigKeys
-	}
-	return keys
-}
-
-func (r *Reconciler) forget(key types.NamespacedName) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.verified, key)
 }
 
 // logger is the reconciler's logger outside a reconcile.

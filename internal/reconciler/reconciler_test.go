@@ -2,8 +2,10 @@ package reconciler
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
@@ -103,8 +106,26 @@ func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...
 	return c.Client.Create(ctx, obj, opts...)
 }
 
+// Patch refuses, as the API server does and the fake client does not, a patch that changes the data of an
+// immutable Secret or the type of a Secret.
 func (c *countingClient) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
 	c.writes.Add(1)
+	if current := (&corev1.Secret{}); c.Client.Get(ctx, client.ObjectKeyFromObject(obj), current) == nil {
+		body, err := p.Data(obj)
+		if err != nil {
+			return err
+		}
+		var patch struct {
+			Type corev1.SecretType `json:"type"`
+			Data map[string]any    `json:"data"`
+		}
+		if err := json.Unmarshal(body, &patch); err != nil {
+			return err
+		}
+		if (patch.Type != "" && patch.Type != current.Type) || (current.Immutable != nil && *current.Immutable && patch.Data != nil) {
+			return apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Secret").GroupKind(), obj.GetName(), nil)
+		}
+	}
 	return c.Client.Patch(ctx, obj, p, opts...)
 }
 
@@ -234,62 +255,114 @@ func podUsing(ns, secret string, phase corev1.PodPhase) *corev1.Pod {
 
 func TestReconcileSync(t *testing.T) {
 	src := sourceSecret("quay-regcred", dockerConfig("new"))
+	old := managed.Copy(sourceSecret("quay-regcred", dockerConfig("old")), "team")
 	for name, tc := range map[string]struct {
-		copy       *corev1.Secret
-		wantWrites int32
-		// replaced: the copy was deleted and created anew.
-		replaced bool
+		copy *corev1.Secret
+		// foreign: the leader saw someone else write the copy (a watch event it did not cause); otherwise the
+		// copy is as the cache first listed it, as a new leader finds every copy.
+		foreign            bool
+		wantReads          int32
+		wantWrites         int32
+		wantReason         string
+		replaced, requeued bool
 	}{
-		"a copy in step is not written": {
+		"a copy in step costs no API call": {
 			copy: managed.Copy(src, "team"),
 		},
-		"a copy with old data is updated": {
-			copy:       managed.Copy(sourceSecret("quay-regcred", dockerConfig("old")), "team"),
-			wantWrites: 1,
+		"a copy with old data is written without a read": {
+			copy: old.DeepCopy(), wantWrites: 1, wantReason: "source changed",
 		},
-		"a copy with an extra key loses it": {
+		"a placeholder is filled in without a read": {
+			copy: managed.Placeholder(quayRef, "team"), wantWrites: 1, wantReason: "copy differs from its source",
+		},
+		"a copy made before digest annotations existed is written without a read": {
 			copy: func() *corev1.Secret {
 				c := managed.Copy(src, "team")
+				delete(c.Annotations, managed.DigestAnnotation)
+				return c
+			}(),
+			wantWrites: 1, wantReason: "copy differs from its source",
+		},
+		"a write without a read removes the keys the source lacks": {
+			copy: func() *corev1.Secret {
+				c := old.DeepCopy()
 				c.Data["extra"] = []byte("x")
 				return c
 			}(),
-			wantWrites: 1,
+			wantWrites: 1, wantReason: "source changed",
 		},
-		"a placeholder is filled in": {
-			copy:       managed.Placeholder(quayRef, "team"),
-			wantWrites: 1,
-		},
-		"an immutable copy is replaced": {
+		"a copy someone else edited, keeping its digest annotation, is read and restored": {
 			copy: func() *corev1.Secret {
-				c := managed.Copy(sourceSecret("quay-regcred", dockerConfig("old")), "team")
+				c := managed.Copy(src, "team")
+				c.Data = map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig("theirs"), "extra": []byte("x")}
+				return c
+			}(),
+			foreign: true, wantReads: 1, wantWrites: 1, wantReason: "copy differs from its source",
+		},
+		"a copy someone else wrote in step is read and left alone": {
+			copy: managed.Copy(src, "team"), foreign: true, wantReads: 1,
+		},
+		"a copy someone else made immutable is read and replaced": {
+			copy: func() *corev1.Secret {
+				c := old.DeepCopy()
 				c.Immutable = ptr.To(true)
 				return c
 			}(),
-			wantWrites: 2,
-			replaced:   true,
+			foreign: true, wantReads: 1, wantWrites: 2, replaced: true,
 		},
-		"a copy of another type is replaced": {
+		"a copy someone else made of another type is read and replaced": {
 			copy: func() *corev1.Secret {
 				c := managed.Copy(src, "team")
 				c.Type = corev1.SecretTypeOpaque
 				return c
 			}(),
-			wantWrites: 2,
-			replaced:   true,
+			foreign: true, wantReads: 1, wantWrites: 2, replaced: true,
+		},
+		"an immutable copy found at start is read and replaced once its write is refused": {
+			copy: func() *corev1.Secret {
+				c := old.DeepCopy()
+				c.Immutable = ptr.To(true)
+				return c
+			}(),
+			wantReads: 1, wantWrites: 3, replaced: true, requeued: true,
+		},
+		"a copy of another type found at start is read and replaced once its write is refused": {
+			copy: func() *corev1.Secret {
+				c := old.DeepCopy()
+				c.Type = corev1.SecretTypeOpaque
+				return c
+			}(),
+			wantReads: 1, wantWrites: 3, replaced: true, requeued: true,
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			// The fake API server assigns no UIDs: a seeded one tells the original from a replacement.
 			tc.copy.UID = "original"
 			f := newFixture(t, src, namespace("team", optIn), tc.copy)
+			recorder := &recordingEvents{}
+			f.r.Events = events.New(recorder, 100, 100)
 			before := f.secret(t, "team", "quay-regcred")
-			f.reconcile(t, "team", "quay-regcred")
+			key := types.NamespacedName{Namespace: "team", Name: "quay-regcred"}
+			if tc.foreign {
+				f.r.writes.observed(key, before.ResourceVersion, false)
+			}
+			if res := f.reconcile(t, "team", "quay-regcred"); res.RequeueAfter > 0 {
+				if !tc.requeued {
+					t.Errorf("requeued after %v, want no requeue", res.RequeueAfter)
+				}
+				f.reconcile(t, "team", "quay-regcred")
+			} else if tc.requeued {
+				t.Error("not requeued, want a requeue")
+			}
 			got := f.secret(t, "team", "quay-regcred")
 			if got == nil {
 				t.Fatal("copy is gone")
 			}
 			if !managed.InSync(got, src) {
-				t.Errorf("copy not in sync: type %q data %q", got.Type, got.Data)
+				t.Errorf("copy not in sync: type %q data %q annotations %v", got.Type, got.Data, got.Annotations)
+			}
+			if n := f.api.reads.Load(); n != tc.wantReads {
+				t.Errorf("reads = %d, want %d", n, tc.wantReads)
 			}
 			if n := f.api.writes.Load(); n != tc.wantWrites {
 				t.Errorf("writes = %d, want %d", n, tc.wantWrites)
@@ -297,31 +370,96 @@ func TestReconcileSync(t *testing.T) {
 			if replaced := got.UID != before.UID; replaced != tc.replaced {
 				t.Errorf("replaced = %v, want %v", replaced, tc.replaced)
 			}
-			// A second pass over the same copy costs nothing: the resourceVersion has not moved.
+			if tc.wantReason != "" && !recorder.has("Updated from psi/quay-regcred: "+tc.wantReason) {
+				t.Errorf("events %q, want one with reason %q", recorder.notes(), tc.wantReason)
+			}
+			// A second pass over the same copy costs nothing: the leader wrote or read it last.
 			reads, writes := f.api.reads.Load(), f.api.writes.Load()
 			f.reconcile(t, "team", "quay-regcred")
 			if f.api.reads.Load() != reads || f.api.writes.Load() != writes {
 				t.Errorf("second pass made %d reads and %d writes, want none", f.api.reads.Load()-reads, f.api.writes.Load()-writes)
 			}
+			if own, foreign := f.r.writes.size(); own != 0 || foreign != 0 {
+				t.Errorf("after the passes the leader still remembers %d writes of its own and %d of others, want none", own, foreign)
+			}
 		})
 	}
 }
 
-func TestReconcileRotationNeedsNoRead(t *testing.T) {
+// TestReconcileTrustsOnlyItsOwnWrites follows the watch events of one copy: the leader's own write, seen
+// before or after it returns, keeps the copy trusted; another's write, digest annotation kept, is read.
+func TestReconcileTrustsOnlyItsOwnWrites(t *testing.T) {
 	src := sourceSecret("quay-regcred", dockerConfig("v1"))
 	f := newFixture(t, src, namespace("team", optIn), managed.Copy(src, "team"))
-	f.reconcile(t, "team", "quay-regcred") // verifies the copy: one read
+	key := types.NamespacedName{Namespace: "team", Name: "quay-regcred"}
 	rotated := sourceSecret("quay-regcred", dockerConfig("v2"))
 	f.r.Sources = sources.Static{quayRef: rotated}
-	reads := f.api.reads.Load()
-	f.reconcile(t, "team", "quay-regcred")
-	if n := f.api.reads.Load() - reads; n != 0 {
-		t.Errorf("rotation of a verified copy read the API server %d times, want 0", n)
+	f.reconcile(t, "team", "quay-regcred") // the rotation: one write, no read
+	written := f.secret(t, "team", "quay-regcred")
+	for _, order := range []string{"after the write returned", "before the write returned"} {
+		if order == "before the write returned" {
+			// The event is handled before the write's answer is: it looks like someone else's until then.
+			f.r.writes.forget(key)
+			f.r.writes.observed(key, written.ResourceVersion, false)
+			f.r.writes.wrote(key, written.ResourceVersion)
+		} else {
+			f.r.writes.observed(key, written.ResourceVersion, false)
+		}
+		f.reconcile(t, "team", "quay-regcred")
+		if reads, writes := f.api.reads.Load(), f.api.writes.Load(); reads != 0 || writes != 1 {
+			t.Fatalf("rotation and its own event seen %s: %d reads and %d writes, want 0 and 1", order, reads, writes)
+		}
 	}
+
+	// A tenant writes other data and keeps the digest annotation: the event is not the leader's.
+	edited := written.DeepCopy()
+	edited.Data = map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig("tenant")}
+	if err := f.api.Client.Update(context.Background(), edited); err != nil {
+		t.Fatal(err)
+	}
+	f.r.writes.observed(key, edited.ResourceVersion, false)
+	f.reconcile(t, "team", "quay-regcred")
 	if got := f.secret(t, "team", "quay-regcred"); !managed.InSync(got, rotated) {
-		t.Errorf("copy not rotated: %q", got.Data)
+		t.Errorf("edited copy not restored: %q", got.Data)
+	}
+	if reads, writes := f.api.reads.Load(), f.api.writes.Load(); reads != 1 || writes != 2 {
+		t.Errorf("after the tenant's edit: %d reads and %d writes in all, want 1 and 2", reads, writes)
+	}
+
+	// The same edit made while no leader ran is seen as the cache lists it, and trusted.
+	untrusted := edited.DeepCopy()
+	current := f.secret(t, "team", "quay-regcred")
+	untrusted.ResourceVersion = current.ResourceVersion
+	if err := f.api.Client.Update(context.Background(), untrusted); err != nil {
+		t.Fatal(err)
+	}
+	f.r.writes.forget(key) // a new leader
+	f.reconcile(t, "team", "quay-regcred")
+	if reads, writes := f.api.reads.Load(), f.api.writes.Load(); reads != 1 || writes != 2 {
+		t.Errorf("an edit made while no leader ran: %d reads and %d writes in all, want still 1 and 2 (it stands until a sweep or rotation)",
+			reads, writes)
 	}
 }
+
+// recordingEvents is an EventRecorder that keeps the notes of the Events it records.
+type recordingEvents struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (r *recordingEvents) Eventf(_ runtime.Object, _ runtime.Object, _, _, _, note string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.list = append(r.list, fmt.Sprintf(note, args...))
+}
+
+func (r *recordingEvents) notes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.list)
+}
+
+func (r *recordingEvents) has(note string) bool { return slices.Contains(r.notes(), note) }
 
 func TestReconcileKeepsCopiesOfBrokenSources(t *testing.T) {
 	good := managed.Copy(sourceSecret("quay-regcred", dockerConfig("good")), "team")
@@ -728,5 +866,49 @@ func TestFindMissingRecreatesAfterLeaderChange(t *testing.T) {
 		if f.secret(t, ns, "quay-regcred") != nil {
 			t.Errorf("copy created in namespace %q", ns)
 		}
+	}
+}
+
+func TestFindUntruthfulFindsWhatTheCacheCannotTell(t *testing.T) {
+	src := sourceSecret("quay-regcred", dockerConfig("v1"))
+	old := managed.Copy(sourceSecret("quay-regcred", dockerConfig("v0")), "old")
+	forged := managed.Copy(src, "forged")
+	forged.Data = map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig("tenant")}
+	retyped := managed.Copy(src, "retyped")
+	retyped.Type = corev1.SecretTypeOpaque
+	unmarked := managed.Copy(src, "unmarked")
+	delete(unmarked.Annotations, managed.DigestAnnotation)
+	labelOnly := managed.Copy(src, "label-only")
+	labelOnly.Annotations = map[string]string{managed.DigestAnnotation: "x"}
+	objs := []client.Object{managed.Copy(src, "in-step"), old, forged, retyped, unmarked, labelOnly,
+		managed.Placeholder(quayRef, "placeholder")}
+	for _, o := range slices.Clone(objs) {
+		objs = append(objs, namespace(o.GetNamespace(), optIn))
+	}
+	f := newFixture(t, src, objs...)
+	var got []string
+	stats, err := f.r.FindUntruthful(context.Background(), func(req reconcile.Request) { got = append(got, req.Namespace) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if diff := cmp.Diff([]string{"forged", "retyped", "unmarked"}, got); diff != "" {
+		t.Errorf("copies found untruthful (-want +got):\n%s", diff)
+	}
+	if stats.Copies != 6 || stats.Untruthful != 3 {
+		t.Errorf("stats %+v, want 6 copies and 3 untruthful", stats)
+	}
+	// Each is read before it is trusted again: the forged one is restored, not left as its cache entry says.
+	for _, ns := range got {
+		f.reconcile(t, ns, "quay-regcred")
+	}
+	for _, ns := range got {
+		if c := f.secret(t, ns, "quay-regcred"); !managed.InSync(c, src) {
+			t.Errorf("copy in %s not repaired: type %q data %q", ns, c.Type, c.Data)
+		}
+	}
+	// One list, and one read per copy found.
+	if lists, reads := f.api.lists.Load(), f.api.reads.Load(); lists != 1 || reads != 1+3 {
+		t.Errorf("%d lists and %d reads in all, want 1 list and 3 reads", lists, reads-lists)
 	}
 }

@@ -38,7 +38,9 @@ type Options struct {
 	// ResyncPeriod is how often every copy is looked at again, behind the watch events, and how often the
 	// unfinished Pods are listed for the copies they name that are missing (see Reconciler.FindMissing);
 	// 0 looks at copies from events alone and lists the Pods once, when this replica starts leading. A
-	// copy that has not changed since it was last seen in step costs no API call.
+	// copy whose digest annotation says it is in step costs no API call. It is also how long after it
+	// starts leading a leader reads every copy once, to find those edited while no leader ran (see
+	// Reconciler.FindUntruthful); 0 never does.
 	ResyncPeriod time.Duration
 	// RevocationRecheck: see Reconciler.RevocationRecheck.
 	RevocationRecheck time.Duration
@@ -102,11 +104,10 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 	if err != nil {
 		return nil, fmt.Errorf("create controller %q: %w", Name, err)
 	}
-	if err := ctl.Watch(source.Kind(mgr.GetCache(), managed.PartialSecret(),
-		&handler.TypedEnqueueRequestForObject[*metav1.PartialObjectMetadata]{})); err != nil {
+	if err := ctl.Watch(source.Kind(mgr.GetCache(), managed.PartialSecret(), copyEvents(&r.writes))); err != nil {
 		return nil, fmt.Errorf("watch copies: %w", err)
 	}
-	t := &triggers{cache: mgr.GetCache(), index: indexed.GetIndexer(), names: map[string]bool{}, wake: make(chan struct{}, 1)}
+	t := &triggers{config: store, cache: mgr.GetCache(), index: indexed.GetIndexer(), names: map[string]bool{}, wake: make(chan struct{}, 1)}
 	if opts.Provision {
 		if t.provision, err = newProvisioner(ctx, mgr, store, indexed.GetIndexer()); err != nil {
 			return nil, err
@@ -125,6 +126,11 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 	if err := ctl.Watch(source.Func(refs.run)); err != nil {
 		return nil, fmt.Errorf("watch the copies Pods reference: %w", err)
 	}
+	// A copy written while no leader ran, its digest annotation kept or forged, is trusted as the cache
+	// lists it: a sweep a resync period after the leader starts reads every copy and bounds how long that lasts.
+	if err := ctl.Watch(source.Func((&sweep{r: r, period: opts.ResyncPeriod}).run)); err != nil {
+		return nil, fmt.Errorf("watch the copies' digest annotations: %w", err)
+	}
 	if opts.ResyncPeriod > 0 {
 		if err := mgr.Add(&resync{period: opts.ResyncPeriod, trigger: t}); err != nil {
 			return nil, fmt.Errorf("add resync: %w", err)
@@ -137,7 +143,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 // coalesce (a source rotated twice is one pass over its copies), and nothing blocks the informer or
 // reload goroutine that asks, including on a replica that does not lead and never starts the controller.
 type triggers struct {
-	cache client.Reader
+	config *config.Store
+	cache  client.Reader
 	// index finds a source's copies by name.
 	index toolscache.Indexer
 
@@ -198,10 +205,10 @@ func (t *triggers) run(ctx context.Context, q workqueue.TypedRateLimitingInterfa
 	return nil
 }
 
-// namespaceChanged returns a request for every cached copy in ns, whose labels or deletion may change what
+// namespaceChanged returns a request for every cached copy of a configured name in ns, whose labels or deletion may change what
 // it gets, and, with eager provisioning, for each copy it gets and lacks.
-func (t *triggers) namespaceChanged(ctx context.Context, ns *metav1.PartialObjectMetadata) []reconcile.Request {
-	return append(t.copies(ctx, client.InNamespace(ns.Name)), t.provision.inNamespace(ns)...)
+func (t *triggers) namespaceChanged(_ context.Context, ns *metav1.PartialObjectMetadata) []reconcile.Request {
+	return append(t.inNamespace(t.config.Matcher(), ns.Name), t.provision.inNamespace(ns)...)
 }
 
 // copies returns a request for every cached copy that opts select.
@@ -215,6 +222,20 @@ func (t *triggers) copies(ctx context.Context, opts ...client.ListOption) []reco
 	reqs := make([]reconcile.Request, 0, len(list.Items))
 	for i := range list.Items {
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// inNamespace returns a request for each cached copy in namespace that an entry of m names: what a change
+// to the namespace's labels can change. The cache has no index by namespace (managed.NewInformer); a copy
+// that no entry names is revoked whatever its namespace's labels.
+func (t *triggers) inNamespace(m *config.Matcher, namespace string) []reconcile.Request {
+	var reqs []reconcile.Request
+	for _, e := range m.Entries() {
+		key := types.NamespacedName{Namespace: namespace, Name: e.Registry.Secret.Name}
+		if _, exists, err := t.index.GetByKey(key.String()); err == nil && exists {
+			reqs = append(reqs, reconcile.Request{NamespacedName: key})
+		}
 	}
 	return reqs
 }

@@ -6,6 +6,7 @@ package sources
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -43,16 +44,32 @@ type Tracker struct {
 	ctx      context.Context // set by Start; informers of sources added later run under it
 	watched  map[config.SecretRef]*sourceInformer
 	handlers []Handler
+
+	// started is closed by Start. startWait bounds how long Digest waits, in all, for the first sync.
+	started   chan struct{}
+	startWait time.Duration
+	waitOnce  sync.Once
+	waitUntil time.Time
 }
+
+// DigestWait is how long, at most, Digest waits in all for the sources' informers to start and list
+// them: the copies' cache lists at the same time as they do, and a digest it cannot compare yet costs
+// memory per copy (see managed.TrimCopyMetadataFunc).
+const DigestWait = 10 * time.Second
 
 type sourceInformer struct {
 	informer toolscache.SharedIndexInformer
 	cancel   context.CancelFunc
+
+	// digestRV and digest are the source's DigestString at resourceVersion digestRV, so that every caller
+	// gets the same string for the same bytes; guarded by Tracker.mu.
+	digestRV, digest string
 }
 
 // New returns a Tracker that reads through client.
 func New(client kubernetes.Interface, log logr.Logger) *Tracker {
-	return &Tracker{client: client, log: log, watched: map[config.SecretRef]*sourceInformer{}}
+	return &Tracker{client: client, log: log, watched: map[config.SecretRef]*sourceInformer{}, started: make(chan struct{}),
+		startWait: DigestWait}
 }
 
 // OnChange registers h. Register before Start: events are not replayed for late handlers.
@@ -98,6 +115,7 @@ func (t *Tracker) Start(ctx context.Context) error {
 		t.run(si)
 	}
 	t.mu.Unlock()
+	close(t.started)
 	<-ctx.Done()
 	return nil
 }
@@ -124,6 +142,56 @@ func (t *Tracker) Get(ref config.SecretRef) (secret *corev1.Secret, synced bool)
 	}
 	s, ok := obj.(*corev1.Secret)
 	return s, ok
+}
+
+// Digest returns the managed.DigestString of the source ref names, "" when it does not exist or cannot be
+// copied, the same string for as long as its bytes do not change; known is false when ref is not tracked or
+// its informer has not listed it. It implements managed.SourceDigest. At start it waits for the informers
+// to list, DigestWait at most in all, so that the copies' cache, which lists at the same moment, can compare
+// the copies' digests with their sources'.
+func (t *Tracker) Digest(ref config.SecretRef) (digest string, known bool) {
+	t.waitForStart(ref)
+	t.mu.Lock()
+	si := t.watched[ref]
+	t.mu.Unlock()
+	if si == nil || !si.informer.HasSynced() {
+		return "", false
+	}
+	obj, exists, err := si.informer.GetStore().GetByKey(ref.String())
+	if err != nil {
+		return "", false
+	}
+	s, ok := obj.(*corev1.Secret)
+	if !exists || !ok || !managed.Usable(s) {
+		return "", true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if si.digestRV != s.ResourceVersion || si.digest == "" {
+		si.digestRV, si.digest = s.ResourceVersion, managed.DigestString(s.Type, s.Data)
+	}
+	return si.digest, true
+}
+
+// waitForStart waits, within the tracker's start budget, until Start has run and ref's informer has
+// listed, if ref is tracked.
+func (t *Tracker) waitForStart(ref config.SecretRef) {
+	t.waitOnce.Do(func() { t.waitUntil = time.Now().Add(t.startWait) })
+	for time.Now().Before(t.waitUntil) {
+		select {
+		case <-t.started:
+		default:
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		t.mu.Lock()
+		si := t.watched[ref]
+		t.mu.Unlock()
+		if si == nil || si.informer.HasSynced() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // HasSynced reports whether every tracked source's informer has finished its first list.
