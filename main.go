@@ -34,6 +34,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/ratelimit"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
@@ -148,16 +149,19 @@ func main() {
 		"How long the leader keeps trying to renew its Lease before it gives up the lead.")
 	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often replicas try to take or renew the Lease.")
 	fs.DurationVar(&o.resyncPeriod, "resync-period", 10*time.Minute,
-		"How often every copy is checked again behind the event-driven path. An unchanged copy costs no API call.")
+		"How often every copy is checked again behind the event-driven path; a copy whose digest annotation says it is in step "+
+			"costs no API call. A leader also reads every copy once, this long after it starts leading (0: never).")
 	fs.DurationVar(&o.revocationRecheck, "revocation-recheck", time.Minute,
 		"How often a copy that no longer applies is checked again while unfinished Pods reference it, and the age a copy must reach before it is revoked at all.")
 	// A rotation costs one request per copy, so --reconciler-qps is the fan-out's copies per second; the
 	// workers only have to keep that many requests in flight. docs/performance.md has the measurements.
 	fs.IntVar(&o.reconcilerWorkers, "reconciler-workers", 8, "Copies reconciled at once.")
 	fs.Float64Var(&o.reconcilerQPS, "reconciler-qps", 100,
-		"Sustained API requests per second of the reconciler's own client, apart from the admission path's: "+
-			"the copies per second a source rotation fans out at.")
-	fs.IntVar(&o.reconcilerBurst, "reconciler-burst", 200, "Burst of API requests of the reconciler's own client.")
+		"Most API requests per second of the reconciler's own client, apart from the admission path's: the copies per second "+
+			"a source rotation fans out at when the API server keeps up. The rate shrinks while the API server answers the "+
+			"reconciler's writes slower than when it was least loaded, or refuses them, and grows back to this.")
+	fs.IntVar(&o.reconcilerBurst, "reconciler-burst", 200,
+		"Largest burst of API requests of the reconciler's own client; a burst is also never more than a tenth of a second at the current rate.")
 	fs.Float64Var(&o.eventsQPS, "events-qps", events.DefaultQPS,
 		"Kubernetes Events emitted per second at most, on copies and sources; the ones over it are dropped and counted.")
 	fs.IntVar(&o.eventsBurst, "events-burst", events.DefaultBurst, "Burst of Kubernetes Events over --events-qps.")
@@ -383,9 +387,14 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	}
 
 	// The reconciler's writes go through a client of their own, so that a rotation fanning out to every
-	// copy queues behind its own rate limit, not in front of the admission path's creates.
+	// copy queues behind its own rate limit, not in front of the admission path's creates; and that limit
+	// adapts, so that the fan-out yields to admissions when the API server slows down.
 	reconcilerConfig := rest.CopyConfig(restConfig)
-	reconcilerConfig.QPS, reconcilerConfig.Burst = float32(o.reconcilerQPS), o.reconcilerBurst
+	limiter := ratelimit.New(o.reconcilerQPS, o.reconcilerBurst, func(d ratelimit.Decision, perSecond float64) {
+		metrics.ReconcilerRate(string(d), perSecond)
+	})
+	reconcilerConfig.RateLimiter = limiter
+	reconcilerConfig.Wrap(limiter.Transport)
 	reconcilerClient, err := client.New(reconcilerConfig, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	if err != nil {
 		return fmt.Errorf("create reconciler client: %w", err)

@@ -6,6 +6,7 @@
 package metrics
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -92,6 +93,20 @@ var (
 		Help:      "Kubernetes Events not emitted because their rate limit was reached.",
 	})
 
+	reconcilerRate = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "reconciler_rate_limit",
+		Help: "Requests per second the reconciler's client may send now: --reconciler-qps at most, less while the API server " +
+			"answers its writes slower than when it was least loaded, or refuses its requests (429 or 5xx).",
+	})
+
+	reconcilerRateChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "reconciler_rate_changes_total",
+		Help: "Changes of the reconciler's rate limit, by reason: increase (requests waited and the API server kept up), " +
+			"slow (its writes were answered slower) or throttled (429 or 5xx answers).",
+	}, []string{"reason"})
+
 	metricsReviews = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace,
 		Name:      "metrics_reviews_total",
@@ -131,8 +146,11 @@ func register(r prometheus.Registerer) {
 	for _, reason := range refusalReasons {
 		metricsRefused.WithLabelValues(string(reason))
 	}
+	for _, reason := range rateChangeReasons {
+		reconcilerRateChanges.WithLabelValues(reason)
+	}
 	r.MustRegister(admissions, copyOperations, sourceInvalid, configReloads, configLastSuccess, eventsDropped,
-		metricsReviews, metricsRefused)
+		reconcilerRate, reconcilerRateChanges, metricsReviews, metricsRefused)
 }
 
 func outcomeCounters() map[Outcome]prometheus.Counter {
@@ -179,6 +197,19 @@ func ConfigReload(ok bool, at time.Time) {
 	}
 	configReloads.WithLabelValues(reloadSuccess).Inc()
 	configLastSuccess.Set(float64(at.Unix()))
+}
+
+// rateChangeReasons are the reasons of the reconciler's rate changes (package ratelimit's decisions that
+// change the rate).
+var rateChangeReasons = []string{"increase", "slow", "throttled"}
+
+// ReconcilerRate sets the reconciler's current rate limit, in requests per second, after a decision with
+// reason; a reason among rateChangeReasons is counted as a change.
+func ReconcilerRate(reason string, perSecond float64) {
+	reconcilerRate.Set(perSecond)
+	if slices.Contains(rateChangeReasons, reason) {
+		reconcilerRateChanges.WithLabelValues(reason).Inc()
+	}
 }
 
 // EventDropped counts an Event the rate limit held back.
