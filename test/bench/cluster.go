@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
@@ -274,6 +275,9 @@ func (c *cluster) startProject(ctx context.Context, metricsPort int, args ...str
 		"--metrics-bind-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(metricsPort)),
 		// The load program scrapes without a token; how metrics are served is no part of an admission.
 		"--metrics-secure=false",
+		// The binary's Event rate, not the tests' (testenv raises it so that tests see every Event): at the
+		// tests' rate a rotation writes an Event per copy besides the copy.
+		"--events-qps", strconv.FormatFloat(events.DefaultQPS, 'f', -1, 64), "--events-burst", strconv.Itoa(events.DefaultBurst),
 	}, args...)
 	start := time.Now()
 	w, err := c.cp.StartWebhookNoWait(c.project, cfg, args...)
@@ -385,8 +389,9 @@ func logf(format string, args ...any) {
 }
 
 // memory is a process's resident set and its Go heap in use, the part of the resident set the process
-// holds on to (the rest is garbage not yet collected or freed pages not yet returned).
-type memory struct{ rss, heap int64 }
+// holds on to (the rest is garbage not yet collected or freed pages not yet returned), and the highest
+// resident set it has had.
+type memory struct{ rss, heap, peak int64 }
 
 func (m memory) String() string {
 	return fmt.Sprintf("%s (heap in use %s)", testenv.MiB(m.rss), testenv.MiB(m.heap))
@@ -398,10 +403,14 @@ func readMemory(ctx context.Context, pid int, metricsURL string) (memory, error)
 	if err != nil {
 		return memory{}, err
 	}
+	peak, err := testenv.ProcPeakRSS(pid)
+	if err != nil {
+		return memory{}, err
+	}
 	m, err := testenv.ScrapeURL(ctx, metricsURL)
 	if err != nil {
 		return memory{}, err
 	}
 	heap, _ := m.Value("go_memstats_heap_inuse_bytes", nil)
-	return memory{rss: rss, heap: int64(heap)}, nil
+	return memory{rss: rss, heap: int64(heap), peak: peak}, nil
 }

@@ -54,7 +54,13 @@ func ProcCPU(pid int) (time.Duration, error) {
 }
 
 // ProcRSS returns the resident set size (VmRSS) of process pid in bytes.
-func ProcRSS(pid int) (int64, error) {
+func ProcRSS(pid int) (int64, error) { return procStatus(pid, "VmRSS") }
+
+// ProcPeakRSS returns the highest resident set size process pid has had (VmHWM) in bytes.
+func ProcPeakRSS(pid int) (int64, error) { return procStatus(pid, "VmHWM") }
+
+// procStatus returns the field of /proc/<pid>/status, a size in kB, in bytes.
+func procStatus(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("read memory of process %d: %w", pid, err)
@@ -62,15 +68,15 @@ func ProcRSS(pid int) (int64, error) {
 	defer func() { _ = f.Close() }()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("parse VmRSS of process %d: %w", pid, err)
+				return 0, fmt.Errorf("parse %s of process %d: %w", field, pid, err)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // ChildProcess returns the id of the one child process of this process whose command name (comm, at most
@@ -202,6 +208,33 @@ func (p *CountingProxy) Counts() map[RequestKind]int {
 		out[k] = n
 	}
 	return out
+}
+
+// CountsSince returns the requests counted in after that were not yet in before, two Counts of one proxy.
+func CountsSince(before, after map[RequestKind]int) map[RequestKind]int {
+	out := map[RequestKind]int{}
+	for k, n := range after {
+		if d := n - before[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// FormatCounts formats counts as "GET secrets 3, PATCH secrets 10", sorted, leaving out the resources in
+// skip; "none" when nothing is left.
+func FormatCounts(counts map[RequestKind]int, skip ...string) string {
+	var parts []string
+	for k, n := range counts {
+		if !slices.Contains(skip, k.Resource) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, n))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 // resourceOf returns the resource of an API path: /api/v1/namespaces/ns/secrets/name is "secrets",

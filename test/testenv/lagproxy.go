@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -68,6 +69,24 @@ func (cp *ControlPlane) startProxy(wrap func(http.RoundTripper) http.RoundTrippe
 	}
 	go func() { _ = p.srv.Serve(ln) }()
 	return p, nil
+}
+
+// ImpersonatingKubeconfig writes a kubeconfig that points at the proxy and acts as user (the kubeconfig's
+// `as`), and returns its path: the proxy forwards the impersonation with the admin's credentials, so the
+// API server authorizes, and API Priority and Fairness classifies, every request as user's.
+func (p *LaggingProxy) ImpersonatingKubeconfig(user string) (string, error) {
+	kc, err := clientcmd.LoadFromFile(p.Kubeconfig)
+	if err != nil {
+		return "", fmt.Errorf("load proxy kubeconfig: %w", err)
+	}
+	for _, auth := range kc.AuthInfos {
+		auth.Impersonate = user
+	}
+	path := strings.TrimSuffix(p.Kubeconfig, ".kubeconfig") + "-as-" + strings.NewReplacer(":", "_", "/", "_").Replace(user) + ".kubeconfig"
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return "", fmt.Errorf("write proxy kubeconfig for %q: %w", user, err)
+	}
+	return path, nil
 }
 
 // Stop closes the proxy and every connection through it.
