@@ -372,7 +372,7 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	health := sources.NewHealth(store, tracker, recorder, ctrl.Log.WithName("sources"))
 	tracker.OnChange(health.Check)
 	if policyMode {
-		if err := mgr.AddReadyzCheck("informers", webhook.CacheSynced(mgr.GetCache(), tracker)); err != nil {
+		if err := mgr.AddReadyzCheck("informers", webhook.CacheSynced(mgr.GetCache(), tracker, nil)); err != nil {
 			return fmt.Errorf("add informer readiness check: %w", err)
 		}
 	} else if err := webhook.SetupWithManager(ctx, mgr, webhook.Options{

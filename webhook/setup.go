@@ -23,7 +23,8 @@ import (
 )
 
 // CacheOptions returns the informer cache the webhook and the reconciler read from: the managed copies
-// (Secrets labelled as managed, anywhere), namespaces and ServiceAccounts, all as trimmed metadata. No
+// (Secrets labelled as managed, anywhere) and namespaces, as trimmed metadata (the ServiceAccounts that
+// enforce mountable secrets are cached apart, see enforcingServiceAccounts). No
 // Secret data is cached here, so memory grows with the number of copies, never with their size or with
 // the cluster's other Secrets; the source Secrets are cached apart, one informer each (package sources).
 // cfg is the configuration in force and digests the sources' current digests: the copies' cache shares the
@@ -38,8 +39,7 @@ func CacheOptions(cfg *config.Store, digests managed.SourceDigest) cache.Options
 				Label:     labels.SelectorFromSet(labels.Set{managed.ManagedByLabel: managed.ManagedByValue}),
 				Transform: managed.TrimCopyMetadataFunc(cfg.Matcher, digests),
 			},
-			managed.PartialNamespace():      {Transform: managed.TrimNamespaceMetadata},
-			managed.PartialServiceAccount(): {Transform: managed.TrimServiceAccountMetadata},
+			managed.PartialNamespace(): {Transform: managed.TrimNamespaceMetadata},
 		},
 	}
 }
@@ -74,16 +74,23 @@ type Options struct {
 // SetupWithManager registers the injector at Path on the manager's webhook server, starts the informers it
 // reads from so that readiness waits for them, and adds the readiness checks.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) error {
-	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret(), managed.PartialServiceAccount()} {
+	for _, obj := range []client.Object{managed.PartialNamespace(), managed.PartialSecret()} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("start informer for %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, err)
 		}
 	}
+	sas, err := newEnforcingServiceAccounts(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	// Not a runnable of the manager, which would start it only once its caches have synced: it lists at
+	// the same time as they do, and readiness waits for it too.
+	go func() { _ = sas.Start(ctx) }()
 	injector := &Injector{
 		Config:    o.Config,
 		Sources:   o.Sources,
 		Health:    o.Health,
-		Cache:     mgr.GetCache(),
+		Cache:     serviceAccountReader{Reader: mgr.GetCache(), sas: sas},
 		APIReader: mgr.GetAPIReader(),
 		Writer:    mgr.GetClient(),
 		Events:    o.Events,
@@ -94,7 +101,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := mgr.AddReadyzCheck("webhook-server", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("add webhook readiness check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("informers", CacheSynced(mgr.GetCache(), o.Sources)); err != nil {
+	if err := mgr.AddReadyzCheck("informers", CacheSynced(mgr.GetCache(), o.Sources, sas)); err != nil {
 		return fmt.Errorf("add informer readiness check: %w", err)
 	}
 	return nil
@@ -141,13 +148,17 @@ func withBudget(next http.Handler, draining func() bool) http.Handler {
 // CacheSynced is a readiness check that fails until the informers have synced, so no request is answered
 // from an empty cache by a replica that has just started. Sources added by a reload later do not make a
 // serving replica unready: until their informers list, the handler reads them from the API server.
-func CacheSynced(c cache.Cache, sources Synced) func(*http.Request) error {
+// serviceAccounts is nil where no ServiceAccount cache runs (policy mode).
+func CacheSynced(c cache.Cache, sources, serviceAccounts Synced) func(*http.Request) error {
 	var sourcesSynced atomic.Bool
 	return func(req *http.Request) error {
 		ctx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)
 		defer cancel()
 		if !c.WaitForCacheSync(ctx) {
 			return fmt.Errorf("informer caches not synced")
+		}
+		if serviceAccounts != nil && !serviceAccounts.HasSynced() {
+			return fmt.Errorf("service account cache not synced")
 		}
 		if !sourcesSynced.Load() {
 			if !sources.HasSynced() {

@@ -77,11 +77,12 @@ func PartialServiceAccount() *metav1.PartialObjectMetadata {
 	return sa
 }
 
-// TrimServiceAccountMetadata is a cache transform for metadata-only ServiceAccounts: the webhook needs to
-// know only whether one enforces mountable secrets, so that is all that is kept, as a map every enforcing
-// ServiceAccount shares: a cached ServiceAccount holds its name (every namespace's "default" one shares a
+// TrimServiceAccountMetadata is a transform for metadata-only ServiceAccounts: the webhook needs to know
+// only whether one enforces mountable secrets, so that is all that is kept, as a map every enforcing
+// ServiceAccount shares: a trimmed ServiceAccount holds its name (every namespace's "default" one shares a
 // constant), namespace and resourceVersion, and no string its author chose besides its name, whatever the
-// size of its annotations.
+// size of its annotations. The webhook's cache of ServiceAccounts keeps less still, but holds every
+// ServiceAccount in this form while its first list streams in.
 func TrimServiceAccountMetadata(obj any) (any, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok || trimmedAlready(m) {
