@@ -24,23 +24,23 @@ const (
 	// up to maxWindow.
 	minSamples = 10
 	maxWindow  = 5 * time.Second
-	// baselineWindows is how many past decisions the baseline latency is the lowest median of: it follows
-	// an API server that became slower for good within about that many seconds of writes.
-	baselineWindows = 30
+	// baselineRise is how far the baseline moves toward a window's median that is above it: it follows the
+	// lowest medians at once and an API server that became slower for good within about 30 windows of
+	// writes, so that the noise of single windows does not pull it down for long.
+	baselineRise = 1.0 / 32
 	// slowFactor is how much slower than the baseline the median write may be before the rate shrinks. A
 	// write that waits for CPU on the API server means every request waits, admissions included.
-	slowFactor = 1.25
+	slowFactor = 1.5
 	// slowDecrease and throttledDecrease multiply the rate on a slow window and on a window with a 429.
 	slowDecrease      = 0.75
 	throttledDecrease = 0.5
 	// increaseShare of the configured rate is added per window in which requests waited for the limiter
 	// and the API server kept up; until the first slow or throttled window the rate doubles instead.
 	increaseShare = 0.05
-	// startShare of the configured rate is where the rate starts: the first writes, at a rate that loads
-	// the API server little, set the baseline the later ones are compared with.
-	startShare = 0.1
-	// floorShare of the configured rate, and at least one request per second, is the lowest rate.
-	floorShare = 0.02
+	// floorShare of the configured rate, and at least one request per second, is the lowest rate: a
+	// rotation must still end in minutes on a busy API server (at 20 a second, 10,000 copies take 8 minutes),
+	// because the registry may refuse the old credentials soon after it.
+	floorShare = 0.2
 	// burstTime is how many seconds of the current rate the limiter lets through at once, at most the
 	// configured burst: a large burst at the start of a rotation is the load this package exists to avoid.
 	burstTime = 0.1
@@ -82,13 +82,13 @@ type Limiter struct {
 	latencies   []time.Duration
 	throttled   int
 	waited      bool
-	// medians are the median write latencies of the last baselineWindows windows that had minSamples.
-	medians []time.Duration
+	// baseline is what a write takes when the API server is least loaded by the reconciler: see baselineRise.
+	baseline time.Duration
 }
 
 // New returns a Limiter that allows up to qps requests per second, with bursts of up to burst (and of
-// burstTime at the current rate). It starts at startShare of qps and doubles its rate each window until
-// the API server answers slower. observe, when not nil, is called with each window's decision and the
+// burstTime at the current rate). It starts at its floor and doubles its rate each window until the API
+// server answers slower. observe, when not nil, is called with each window's decision and the
 // rate after it.
 func New(qps float64, burst int, observe func(Decision, float64)) *Limiter {
 	return newLimiter(qps, burst, observe, time.Now)
@@ -97,12 +97,13 @@ func New(qps float64, burst int, observe func(Decision, float64)) *Limiter {
 func newLimiter(qps float64, burst int, observe func(Decision, float64), now func() time.Time) *Limiter {
 	floor := max(qps*floorShare, min(1, qps))
 	l := &Limiter{
-		max:      qps,
-		floor:    floor,
-		burst:    max(burst, 1),
-		observe:  observe,
-		now:      now,
-		rate:     max(floor, qps*startShare),
+		max:     qps,
+		floor:   floor,
+		burst:   max(burst, 1),
+		observe: observe,
+		now:     now,
+		// The floor: the first writes, at a rate that loads the API server little, set the baseline.
+		rate:     floor,
 		starting: true,
 	}
 	l.lim = rate.NewLimiter(rate.Limit(l.rate), l.burstLocked())
@@ -214,7 +215,7 @@ func (l *Limiter) decideLocked(now time.Time) {
 		slices.Sort(l.latencies)
 		median = l.latencies[len(l.latencies)/2]
 	}
-	baseline := l.baselineLocked()
+	baseline := l.baseline
 	switch {
 	case l.throttled > 0:
 		d, l.starting = Throttled, false
@@ -229,12 +230,12 @@ func (l *Limiter) decideLocked(now time.Time) {
 		d = Increase
 		l.rate = min(l.max, l.rate+l.max*increaseShare)
 	}
-	if median > 0 {
-		if len(l.medians) == baselineWindows {
-			copy(l.medians, l.medians[1:])
-			l.medians = l.medians[:baselineWindows-1]
-		}
-		l.medians = append(l.medians, median)
+	switch {
+	case median == 0:
+	case l.baseline == 0 || median < l.baseline:
+		l.baseline = median
+	default:
+		l.baseline += time.Duration(float64(median-l.baseline) * baselineRise)
 	}
 	if d != Hold {
 		l.lim.SetLimitAt(now, rate.Limit(l.rate))
@@ -244,13 +245,4 @@ func (l *Limiter) decideLocked(now time.Time) {
 	if l.observe != nil {
 		l.observe(d, l.rate)
 	}
-}
-
-// baselineLocked is the lowest median write latency of the recent windows: what a write takes when the API
-// server is least loaded by the reconciler; 0 before the first.
-func (l *Limiter) baselineLocked() time.Duration {
-	if len(l.medians) == 0 {
-		return 0
-	}
-	return slices.Min(l.medians)
 }

@@ -68,10 +68,10 @@ func TestLimiterStartsLowAndDoubles(t *testing.T) {
 		rates, bursts = append(rates, f.rate()), append(bursts, f.l.lim.Burst())
 		f.window(20, 5*time.Millisecond, true)
 	}
-	if diff := cmp.Diff([]float64{10, 20, 40, 80, 100, 100}, rates); diff != "" {
+	if diff := cmp.Diff([]float64{20, 40, 80, 100, 100, 100}, rates); diff != "" {
 		t.Errorf("rates (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]int{1, 2, 4, 8, 10, 10}, bursts); diff != "" {
+	if diff := cmp.Diff([]int{2, 4, 8, 10, 10, 10}, bursts); diff != "" {
 		t.Errorf("bursts (-want +got):\n%s", diff)
 	}
 	// Once a window was slow, the rate grows additively.
@@ -80,26 +80,31 @@ func TestLimiterStartsLowAndDoubles(t *testing.T) {
 	if got := f.rate(); got != 80 {
 		t.Errorf("rate after a slow window and a good one = %v, want 75+5", got)
 	}
+	// One window of noise costs one decrease, not more.
+	if diff := cmp.Diff([]Decision{Increase, Increase, Increase, Hold, Hold, Hold, Slow, Increase}, f.decisions); diff != "" {
+		t.Errorf("decisions (-want +got):\n%s", diff)
+	}
 }
 
 func TestLimiterSlowsWhenWritesSlowDown(t *testing.T) {
 	f := newFixture(100)
+	f.window(20, 7*time.Millisecond, true) // within slowFactor
 	f.window(20, 10*time.Millisecond, true)
 	if got := f.rate(); got != 75 {
 		t.Errorf("rate after a window twice as slow = %v, want 75", got)
 	}
-	for range 18 { // within baselineWindows: still slower than the baseline
+	for range 10 { // the baseline has not caught up yet: still slower than it
 		f.window(20, 10*time.Millisecond, true)
 	}
-	if got, floor := f.rate(), 2.0; got != floor {
+	if got, floor := f.rate(), 20.0; got != floor {
 		t.Errorf("rate after a long slow spell = %v, want the floor %v", got, floor)
 	}
 	// The API server recovers: the rate grows back, by a twentieth of the maximum a window.
 	for range 5 {
 		f.window(20, 5*time.Millisecond, true)
 	}
-	if got := f.rate(); got != 27 {
-		t.Errorf("rate after 5 good windows from the floor = %v, want 27", got)
+	if got := f.rate(); got != 45 {
+		t.Errorf("rate after 5 good windows from the floor = %v, want 45", got)
 	}
 	for range 30 {
 		f.window(20, 5*time.Millisecond, true)
@@ -111,7 +116,7 @@ func TestLimiterSlowsWhenWritesSlowDown(t *testing.T) {
 
 func TestLimiterToleratesWhatIsWithinTheFactor(t *testing.T) {
 	f := newFixture(100)
-	f.window(20, 6*time.Millisecond, true) // 1.2x: within slowFactor
+	f.window(20, 7*time.Millisecond, true) // 1.4x: within slowFactor
 	f.window(20, 5*time.Millisecond, true)
 	if diff := cmp.Diff([]Decision{Hold, Hold}, f.decisions); diff != "" {
 		t.Errorf("decisions (-want +got):\n%s", diff)
@@ -171,7 +176,7 @@ func TestLimiterBaselineFollowsALastingChange(t *testing.T) {
 	f := newFixture(100)
 	// The API server becomes slower for good, whatever the reconciler does: after a while that is the
 	// new baseline and the rate grows back.
-	for range 2 * baselineWindows {
+	for range 120 {
 		f.window(20, 20*time.Millisecond, true)
 	}
 	if got := f.rate(); got != 100 {

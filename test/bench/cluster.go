@@ -389,12 +389,12 @@ func logf(format string, args ...any) {
 }
 
 // memory is a process's resident set and its Go heap in use, the part of the resident set the process
-// holds on to (the rest is garbage not yet collected or freed pages not yet returned), and the highest
-// resident set it has had.
-type memory struct{ rss, heap, peak int64 }
+// holds on to (the rest is garbage not yet collected or freed pages not yet returned), the highest
+// resident set it has had, and its heap's free pages that the runtime has not returned to the kernel.
+type memory struct{ rss, heap, peak, retained int64 }
 
 func (m memory) String() string {
-	return fmt.Sprintf("%s (heap in use %s)", testenv.MiB(m.rss), testenv.MiB(m.heap))
+	return fmt.Sprintf("%s (heap in use %s, free heap kept %s)", testenv.MiB(m.rss), testenv.MiB(m.heap), testenv.MiB(m.retained))
 }
 
 // readMemory reads the memory of process pid, whose metrics are at metricsURL.
@@ -412,5 +412,7 @@ func readMemory(ctx context.Context, pid int, metricsURL string) (memory, error)
 		return memory{}, err
 	}
 	heap, _ := m.Value("go_memstats_heap_inuse_bytes", nil)
-	return memory{rss: rss, heap: int64(heap), peak: peak}, nil
+	idle, _ := m.Value("go_memstats_heap_idle_bytes", nil)
+	released, _ := m.Value("go_memstats_heap_released_bytes", nil)
+	return memory{rss: rss, heap: int64(heap), peak: peak, retained: int64(idle - released)}, nil
 }
