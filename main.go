@@ -107,6 +107,12 @@ var gracefulShutdownTimeout = 20 * time.Second
 // and keeps the RSS about 5 MiB lower with 1,000 copies (docs/performance.md has the measurements).
 const defaultGCPercent = 50
 
+// startupGCPercent is the binary's GOGC while its caches make their first list, unless the environment
+// sets one: the list's decoding garbage (every object arrives whole, with its managed fields, and is
+// trimmed) would otherwise let the heap grow to half again the caches' size, the highest the process
+// ever holds. Collecting more often costs CPU only while the list lasts (docs/performance.md).
+const startupGCPercent = 10
+
 // defaultLeaderElectionID is the name of the Lease the replicas elect their leader with.
 const defaultLeaderElectionID = "pullsecret-injector"
 
@@ -118,8 +124,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		os.Exit(checkcmd.Main(os.Args[2:], os.Stdout, os.Stderr))
 	}
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(defaultGCPercent)
+	_, gogcSet := os.LookupEnv("GOGC")
+	if !gogcSet {
+		debug.SetGCPercent(startupGCPercent)
 	}
 	var o options
 	fs := flag.CommandLine
@@ -196,7 +203,7 @@ func main() {
 	})
 
 	var draining atomic.Bool
-	if err := run(signalContext(o.shutdownDelay, &draining), o, &draining); err != nil {
+	if err := run(signalContext(o.shutdownDelay, &draining), o, &draining, !gogcSet); err != nil {
 		fmt.Fprintf(os.Stderr, "pullsecret-injector: %v\n", err)
 		os.Exit(1)
 	}
@@ -267,7 +274,7 @@ func checkModes(o options) (eager bool, err error) {
 	return true, nil
 }
 
-func run(ctx context.Context, o options, draining *atomic.Bool) error {
+func run(ctx context.Context, o options, draining *atomic.Bool, setGC bool) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	log := ctrl.Log.WithName("setup")
 
@@ -453,6 +460,15 @@ func run(ctx context.Context, o options, draining *atomic.Bool) error {
 	// Not a runnable of the manager, which would start it only once its caches have synced: the copies'
 	// cache waits for the sources (sources.DigestWait), and every handler is registered by now.
 	go func() { _ = tracker.Start(ctx) }()
+	if setGC {
+		go func() {
+			if mgr.GetCache().WaitForCacheSync(ctx) {
+				debug.SetGCPercent(defaultGCPercent)
+				// What the first list left free goes back to the kernel now, not over the next minutes.
+				debug.FreeOSMemory()
+			}
+		}()
+	}
 	if err := mgr.Start(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("run manager: %w", err)
 	}
