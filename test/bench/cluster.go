@@ -324,34 +324,7 @@ func stopWebhook(w *testenv.Webhook) {
 // reconcilerIdle waits until the webhook whose metrics are at metricsURL leads, has reconciled at least
 // want copies since it started, and has nothing queued or in progress; it returns how long that took.
 func reconcilerIdle(ctx context.Context, metricsURL string, want int, timeout time.Duration) (time.Duration, error) {
-	start := time.Now()
-	var last string
-	idleSince := time.Time{}
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		m, err := testenv.ScrapeURL(ctx, metricsURL)
-		if err != nil {
-			last = err.Error()
-			return false, nil
-		}
-		leader, _ := m.Value("leader_election_master_status", nil)
-		done, _ := m.Value("controller_runtime_reconcile_total", map[string]string{"controller": reconciler.Name})
-		depth, _ := m.Value("workqueue_depth", map[string]string{"name": reconciler.Name})
-		active, _ := m.Value("controller_runtime_active_workers", map[string]string{"controller": reconciler.Name})
-		last = fmt.Sprintf("leader=%v reconciled=%v queued=%v active=%v", leader, done, depth, active)
-		if leader < 1 || done < float64(want) || depth > 0 || active > 0 {
-			idleSince = time.Time{}
-			return false, nil
-		}
-		// Idle for a moment: a resync or a requeue after a conflict may be about to land.
-		if idleSince.IsZero() {
-			idleSince = time.Now()
-		}
-		return time.Since(idleSince) >= 500*time.Millisecond, nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("wait for the reconciler to be idle (%s): %w", last, err)
-	}
-	return time.Since(start) - 500*time.Millisecond, nil
+	return testenv.ReconcilerIdle(ctx, metricsURL, reconciler.Name, want, timeout)
 }
 
 // apiserverMetrics scrapes the API server's /metrics.

@@ -20,7 +20,6 @@ import (
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
@@ -243,7 +242,7 @@ func runScale(ctx context.Context, args []string) error {
 		if _, err := c.restartProject(ctx, p, s); err != nil {
 			return err
 		}
-		if err := waitLeader(ctx, p.metricsURL); err != nil {
+		if err := testenv.WaitLeader(ctx, p.metricsURL, time.Minute); err != nil {
 			return err
 		}
 		profile := ""
@@ -299,17 +298,6 @@ func (c *cluster) populateScale(ctx context.Context, prefix string, n, clients i
 	})
 }
 
-// waitLeader waits until the process whose metrics are at metricsURL leads.
-func waitLeader(ctx context.Context, metricsURL string) error {
-	return wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		m, err := testenv.ScrapeURL(ctx, metricsURL)
-		if err != nil {
-			return false, nil
-		}
-		leader, _ := m.Value("leader_election_master_status", nil)
-		return leader >= 1, nil
-	})
-}
 
 // restartProject stops the running project, if any, starts it with setting and points the webhook
 // configuration at it; it returns the time to ready.
@@ -366,9 +354,10 @@ type rotation struct {
 	firstErr           error
 	cpu                map[string]time.Duration
 	apiserver          [2]testenv.Metrics
-	// project is the project's metrics before and after; calls, the API requests it made meanwhile.
-	project [2]testenv.Metrics
-	calls   map[testenv.RequestKind]int
+	// project is the project's metrics before and after; calls, the API requests it made meanwhile about
+	// the copies rotated (in the namespaces populated before) and about anything else.
+	project     [2]testenv.Metrics
+	calls, rest map[testenv.RequestKind]int
 }
 
 // rotate changes the source's bytes and measures the fan-out to every warm copy, with Pods created in warm
@@ -411,7 +400,9 @@ func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, p
 	if r.project[0], err = testenv.ScrapeURL(ctx, p.metricsURL); err != nil {
 		return err
 	}
-	calls0 := p.proxy.Counts()
+	rotated := func(ns string) bool { return strings.HasPrefix(ns, prefix+"-") && ns != p.probeNamespace }
+	others := func(ns string) bool { return !rotated(ns) }
+	calls0, rest0 := p.proxy.CountsIn(rotated), p.proxy.CountsIn(others)
 
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -488,7 +479,7 @@ func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, p
 		}
 	}
 	r.fanOut = time.Since(start)
-	r.calls = testenv.CountsSince(calls0, p.proxy.Counts())
+	r.calls, r.rest = testenv.CountsSince(calls0, p.proxy.CountsIn(rotated)), testenv.CountsSince(rest0, p.proxy.CountsIn(others))
 	stopLoad()
 	wg.Wait()
 	r.cpu = cpuDeltas(cpu0, cpuTimes(pids))
@@ -608,8 +599,8 @@ func printRotation(p *scaleProject, n, total int, idleP50 [2]time.Duration, flow
 	fmt.Printf("\n-- Rotation %d, started as soon as the restarted process led: %s%s --\n", n, p.setting, fs)
 	fmt.Printf("fan-out to %d copies: %s, %.1f copies/s  [goal >= 50/s]\n", total, r.fanOut.Round(time.Millisecond),
 		float64(total)/r.fanOut.Seconds())
-	fmt.Printf("API requests of the project during the fan-out: %s\n",
-		testenv.FormatCounts(r.calls, "leases.coordination.k8s.io", "events.k8s.io", "events"))
+	fmt.Printf("API requests of the project during the fan-out: in the %d namespaces rotated: %s; elsewhere (new namespaces, "+
+		"Pods, Events, Leases): %s\n", total, testenv.FormatCounts(r.calls), testenv.FormatCounts(r.rest))
 	rate, _ := r.project[1].Value("pullsecret_injector_reconciler_rate_limit", nil)
 	var changes []string
 	for _, reason := range []string{"increase", "slow", "throttled"} {

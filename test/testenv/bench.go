@@ -19,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat: the kernel reports them in USER_HZ, which is 100
@@ -150,12 +151,19 @@ func (w *Webhook) TimeToReady(ctx context.Context, start time.Time, timeout time
 }
 
 // CountingProxy is a plain-HTTP front for the control plane, as LaggingProxy is, that counts the requests
-// passing through it by verb and resource. A process given its Kubeconfig has every API request it makes
-// counted, whichever client inside the process makes it.
+// passing through it by verb, resource and namespace. A process given its Kubeconfig has every API request
+// it makes counted, whichever client inside the process makes it.
 type CountingProxy struct {
 	*LaggingProxy
 	mu     sync.Mutex
-	counts map[RequestKind]int
+	counts map[countKey]int
+}
+
+// countKey is what CountingProxy counts by: the kind of request and the namespace its path names ("" for
+// none).
+type countKey struct {
+	RequestKind
+	namespace string
 }
 
 // RequestKind is what CountingProxy counts requests by.
@@ -171,7 +179,7 @@ func (k RequestKind) String() string { return k.Method + " " + k.Resource }
 
 // StartCountingProxy starts a CountingProxy.
 func (cp *ControlPlane) StartCountingProxy() (*CountingProxy, error) {
-	p := &CountingProxy{counts: map[RequestKind]int{}}
+	p := &CountingProxy{counts: map[countKey]int{}}
 	lp, err := cp.startProxy(func(next http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 			p.count(req)
@@ -190,7 +198,7 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 func (p *CountingProxy) count(req *http.Request) {
-	k := RequestKind{Method: req.Method, Resource: resourceOf(req.URL.Path)}
+	k := countKey{RequestKind: RequestKind{Method: req.Method, Resource: resourceOf(req.URL.Path)}, namespace: namespaceOf(req.URL.Path)}
 	if isWatch(req) {
 		k.Method = "WATCH"
 	}
@@ -201,13 +209,33 @@ func (p *CountingProxy) count(req *http.Request) {
 
 // Counts returns the number of requests of each kind so far.
 func (p *CountingProxy) Counts() map[RequestKind]int {
+	return p.CountsIn(func(string) bool { return true })
+}
+
+// CountsIn returns the number of requests of each kind so far whose path names a namespace for which in
+// returns true (in("") for the requests that name none).
+func (p *CountingProxy) CountsIn(in func(namespace string) bool) map[RequestKind]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[RequestKind]int, len(p.counts))
+	out := map[RequestKind]int{}
 	for k, n := range p.counts {
-		out[k] = n
+		if in(k.namespace) {
+			out[k.RequestKind] += n
+		}
 	}
 	return out
+}
+
+// namespaceOf returns the namespace an API path names: "ns" in /api/v1/namespaces/ns/secrets/name, and in
+// /api/v1/namespaces/ns itself; "" for a path that names none.
+func namespaceOf(path string) string {
+	seg := strings.Split(strings.Trim(path, "/"), "/")
+	for i := 0; i+1 < len(seg); i++ {
+		if seg[i] == "namespaces" && (seg[0] == "api" && i == 2 || seg[0] == "apis" && i == 3) {
+			return seg[i+1]
+		}
+	}
+	return ""
 }
 
 // CountsSince returns the requests counted in after that were not yet in before, two Counts of one proxy.
@@ -260,6 +288,58 @@ func resourceOf(path string) string {
 		resource += "." + group
 	}
 	return resource
+}
+
+// ReconcilerIdle waits until the process whose metrics are at metricsURL leads, its controller has
+// reconciled at least want objects since it started, and has nothing queued or in progress for half a
+// second (a resync or a requeue after a conflict may be about to land); it returns how long that took,
+// the half second left out.
+func ReconcilerIdle(ctx context.Context, metricsURL, controller string, want int, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	var last string
+	idleSince := time.Time{}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		m, err := ScrapeURL(ctx, metricsURL)
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		leader, _ := m.Value("leader_election_master_status", nil)
+		done, _ := m.Value("controller_runtime_reconcile_total", map[string]string{"controller": controller})
+		depth, _ := m.Value("workqueue_depth", map[string]string{"name": controller})
+		active, _ := m.Value("controller_runtime_active_workers", map[string]string{"controller": controller})
+		last = fmt.Sprintf("leader=%v reconciled=%v queued=%v active=%v", leader, done, depth, active)
+		if leader < 1 || done < float64(want) || depth > 0 || active > 0 {
+			idleSince = time.Time{}
+			return false, nil
+		}
+		if idleSince.IsZero() {
+			idleSince = time.Now()
+		}
+		return time.Since(idleSince) >= 500*time.Millisecond, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("wait for the reconciler to be idle (%s): %w", last, err)
+	}
+	return time.Since(start) - 500*time.Millisecond, nil
+}
+
+// WaitLeader waits until the process whose metrics are at metricsURL leads.
+func WaitLeader(ctx context.Context, metricsURL string, timeout time.Duration) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		m, err := ScrapeURL(ctx, metricsURL)
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		leader, _ := m.Value("leader_election_master_status", nil)
+		return leader >= 1, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for the process to lead: %w", errors.Join(err, last))
+	}
+	return nil
 }
 
 // Percentile returns the p-th percentile (0 < p <= 100) of samples by the nearest-rank method, or 0 for
