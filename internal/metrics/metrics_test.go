@@ -83,6 +83,10 @@ func TestRegister(t *testing.T) {
 		"pullsecret_injector_metrics_reviews_total{lane=other,review=token}",
 		"pullsecret_injector_metrics_reviews_total{lane=serviceaccount,review=access}",
 		"pullsecret_injector_metrics_reviews_total{lane=serviceaccount,review=token}",
+		"pullsecret_injector_reconciler_rate_changes_total{reason=increase}",
+		"pullsecret_injector_reconciler_rate_changes_total{reason=slow}",
+		"pullsecret_injector_reconciler_rate_changes_total{reason=throttled}",
+		"pullsecret_injector_reconciler_rate_limit{}",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("series served after Register (-want +got):\n%s", diff)
