@@ -406,7 +406,12 @@ func run(ctx context.Context, o options, draining *atomic.Bool, setGC bool) erro
 	if err != nil {
 		return fmt.Errorf("create reconciler client: %w", err)
 	}
+	reconcilerREST, err := kubernetes.NewForConfig(reconcilerConfig)
+	if err != nil {
+		return fmt.Errorf("create reconciler clientset: %w", err)
+	}
 	trigger, err := reconciler.SetupWithManager(ctx, mgr, store, tracker, reconcilerClient, reconciler.Options{
+		Pods:              reconcilerREST.CoreV1().RESTClient(),
 		Workers:           o.reconcilerWorkers,
 		ResyncPeriod:      o.resyncPeriod,
 		RevocationRecheck: o.revocationRecheck,

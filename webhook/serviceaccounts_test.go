@@ -104,7 +104,6 @@ func TestEnforcingServiceAccountsKeepNothingOfTheOthers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	objs = nil
 	if retained := testenv.HeapAlloc() - before; retained > 64<<10 {
 		t.Errorf("%d ServiceAccounts that do not enforce retain %d bytes, want next to none", n, retained)
 	}

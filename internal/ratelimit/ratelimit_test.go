@@ -220,16 +220,18 @@ func TestTransportReportsAnswers(t *testing.T) {
 	f := newFixture(100)
 	rt := f.l.Transport(roundTripper(func(req *http.Request) (*http.Response, error) {
 		f.clock.advance(5 * time.Millisecond)
-		return &http.Response{StatusCode: http.StatusTooManyRequests, Request: req}, nil
+		return &http.Response{StatusCode: http.StatusTooManyRequests, Body: http.NoBody, Request: req}, nil
 	}))
 	f.clock.advance(window)
 	req, err := http.NewRequest(http.MethodPatch, "http://example.invalid/api/v1/namespaces/a/secrets/b", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rt.RoundTrip(req); err != nil {
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
 		t.Fatal(err)
 	}
+	_ = resp.Body.Close()
 	if diff := cmp.Diff([]Decision{Throttled}, f.decisions); diff != "" {
 		t.Errorf("decisions (-want +got):\n%s", diff)
 	}

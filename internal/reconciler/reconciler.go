@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -46,6 +47,9 @@ type Reconciler struct {
 	Cache client.Reader
 	// APIReader reads copies, namespaces and Pods from the API server, with the reconciler's rate limits.
 	APIReader client.Reader
+	// Pods, a core/v1 REST client with the reconciler's rate limits, lists Pods a Pod at a time instead
+	// (see streamPods); nil lists them through APIReader, a page at a time.
+	Pods rest.Interface
 	// Client writes copies, with the reconciler's rate limits.
 	Client client.Writer
 	// RevocationRecheck is how often a copy that no longer applies is looked at again while Pods still
@@ -517,14 +521,14 @@ func (r *Reconciler) listPodUsing(ctx context.Context, key types.NamespacedName)
 	}
 	listed := r.clock()
 	users := map[string]string{}
-	if _, err := r.eachUnfinishedPod(ctx, func(p *corev1.Pod) error {
+	if _, err := r.eachUnfinishedPod(ctx, key.Namespace, func(p *corev1.Pod) error {
 		for _, ref := range p.Spec.ImagePullSecrets {
 			if isCopy(ref.Name) {
 				users[ref.Name] = p.Name
 			}
 		}
 		return nil
-	}, client.InNamespace(key.Namespace)); err != nil {
+	}); err != nil {
 		return "", fmt.Errorf("list pods in namespace %q: %w", key.Namespace, err)
 	}
 	r.mu.Lock()
@@ -535,27 +539,27 @@ func (r *Reconciler) listPodUsing(ctx context.Context, key types.NamespacedName)
 	return users[key.Name], nil
 }
 
-// eachUnfinishedPod lists the unfinished Pods that opts select, 500 a page, and calls fn with each until fn
-// returns an error. It returns the number of pages read. The field selector leaves finished Pods on the API
-// server; fn is not called with one that a server or a fake left in.
-func (r *Reconciler) eachUnfinishedPod(ctx context.Context, fn func(*corev1.Pod) error, opts ...client.ListOption) (int, error) {
-	opts = append(opts, client.MatchingFieldsSelector{Selector: unfinishedPods}, client.Limit(podListPage))
+// eachUnfinishedPod lists the unfinished Pods of namespace ("" for every namespace), 500 a page, and calls
+// fn with each until fn returns an error. It returns the number of pages read. Through Pods it holds one
+// Pod at a time, of which only what a decision needs (see streamPods); without it, a page. The field
+// selector leaves finished Pods on the API server; fn is not called with one that a server or a fake left
+// in.
+func (r *Reconciler) eachUnfinishedPod(ctx context.Context, namespace string, fn func(*corev1.Pod) error) (int, error) {
+	unfinished := func(p *corev1.Pod) error {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			return nil
+		}
+		return fn(p)
+	}
 	for pages, cont := 1, ""; ; pages++ {
-		pods := &corev1.PodList{}
-		if err := r.APIReader.List(ctx, pods, append(opts[:len(opts):len(opts)], client.Continue(cont))...); err != nil {
+		var err error
+		if r.Pods != nil {
+			cont, err = streamPods(ctx, r.Pods, namespace, cont, unfinished)
+		} else {
+			cont, err = listPodsPage(ctx, r.APIReader, cont, unfinished, client.InNamespace(namespace))
+		}
+		if err != nil || cont == "" {
 			return pages, err
-		}
-		for i := range pods.Items {
-			p := &pods.Items[i]
-			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-				continue
-			}
-			if err := fn(p); err != nil {
-				return pages, err
-			}
-		}
-		if cont = pods.Continue; cont == "" {
-			return pages, nil
 		}
 	}
 }

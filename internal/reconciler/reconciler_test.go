@@ -414,7 +414,7 @@ func TestReconcileTrustsOnlyItsOwnWrites(t *testing.T) {
 	// A tenant writes other data and keeps the digest annotation: the event is not the leader's.
 	edited := written.DeepCopy()
 	edited.Data = map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig("tenant")}
-	if err := f.api.Client.Update(context.Background(), edited); err != nil {
+	if err := f.api.Update(context.Background(), edited); err != nil {
 		t.Fatal(err)
 	}
 	f.r.writes.observed(key, edited.ResourceVersion, false)
@@ -430,7 +430,7 @@ func TestReconcileTrustsOnlyItsOwnWrites(t *testing.T) {
 	untrusted := edited.DeepCopy()
 	current := f.secret(t, "team", "quay-regcred")
 	untrusted.ResourceVersion = current.ResourceVersion
-	if err := f.api.Client.Update(context.Background(), untrusted); err != nil {
+	if err := f.api.Update(context.Background(), untrusted); err != nil {
 		t.Fatal(err)
 	}
 	f.r.writes.forget(key) // a new leader

@@ -43,7 +43,7 @@ func (r *Reconciler) FindMissing(ctx context.Context, add func(reconcile.Request
 	// at hand is remembered until the next namespace, at most one entry per configured Secret name. Out of
 	// order, it would only save fewer cache reads.
 	namespace, decided := "", map[string]bool{}
-	pages, err := r.eachUnfinishedPod(ctx, func(p *corev1.Pod) error {
+	pages, err := r.eachUnfinishedPod(ctx, "", func(p *corev1.Pod) error {
 		stats.Pods++
 		if p.Namespace != namespace {
 			namespace = p.Namespace

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -50,6 +51,9 @@ type Options struct {
 	// rather than leaving the first copy in a namespace to the admission of a Pod that needs it (see
 	// provisioner).
 	Provision bool
+	// Pods is a core/v1 REST client with the reconciler's rate limits, for Pod lists read a Pod at a
+	// time (see Reconciler.Pods); nil reads them through c, a page at a time.
+	Pods rest.Interface
 }
 
 // Trigger is how the sources and the configuration tell the reconciler to look at copies.
@@ -94,6 +98,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 		RevocationRecheck: opts.RevocationRecheck,
 		Events:            opts.Events,
 		Provision:         opts.Provision,
+		Pods:              opts.Pods,
 	}
 	ctl, err := controller.New(Name, mgr, controller.Options{
 		Reconciler:              r,

@@ -298,7 +298,6 @@ func (c *cluster) populateScale(ctx context.Context, prefix string, n, clients i
 	})
 }
 
-
 // restartProject stops the running project, if any, starts it with setting and points the webhook
 // configuration at it; it returns the time to ready.
 func (c *cluster) restartProject(ctx context.Context, p *scaleProject, setting reconcilerSetting) (time.Duration, error) {
