@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,9 @@ type cluster struct {
 	project string
 	// config is the project's configuration file; nil is configYAML's.
 	config []byte
+	// projectLimit and noopLimit, when set, are the CPU cgroups the project's and the no-op webhook's
+	// processes start in.
+	projectLimit, noopLimit *cpuLimit
 }
 
 func startCluster(ctx context.Context) (*cluster, error) {
@@ -163,28 +167,32 @@ func (c *cluster) serial(ctx context.Context, namespace string, n int, mutated b
 	return lat, nil
 }
 
-// concurrent creates n Pods from workers clients at once and returns the Pods per second.
-func (c *cluster) concurrent(ctx context.Context, namespace string, n, workers int, mutated bool) (float64, error) {
+// concurrent creates n Pods from workers clients at once and returns the Pods per second and every
+// create's latency.
+func (c *cluster) concurrent(ctx context.Context, namespace string, n, workers int, mutated bool) (float64, []time.Duration, error) {
 	var next atomic.Int64
 	errs := make([]error, workers)
+	lats := make([][]time.Duration, workers)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := range workers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				if _, err := c.createPod(ctx, namespace, mutated); err != nil {
+				d, err := c.createPod(ctx, namespace, mutated)
+				if err != nil {
 					errs[w] = err
 					return
 				}
+				lats[w] = append(lats[w], d)
 			}
 		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	if err := errors.Join(errs...); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return float64(n) / elapsed.Seconds(), slices.Concat(lats...), nil
 }
 
 // parallel runs do(i) for i in [0, n) from workers goroutines and returns the first error.
@@ -279,8 +287,14 @@ func (c *cluster) startProject(ctx context.Context, metricsPort int, args ...str
 		// tests' rate a rotation writes an Event per copy besides the copy.
 		"--events-qps", strconv.FormatFloat(events.DefaultQPS, 'f', -1, 64), "--events-burst", strconv.Itoa(events.DefaultBurst),
 	}, args...)
+	binary := c.project
+	if c.projectLimit != nil {
+		if binary, err = c.projectLimit.wrap(binary); err != nil {
+			return nil, 0, err
+		}
+	}
 	start := time.Now()
-	w, err := c.cp.StartWebhookNoWait(c.project, cfg, args...)
+	w, err := c.cp.StartWebhookNoWait(binary, cfg, args...)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -299,6 +313,11 @@ func (c *cluster) startNoop(ctx context.Context, binary string) (*testenv.Webhoo
 		return nil, 0, err
 	}
 	probe := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
+	if c.noopLimit != nil {
+		if binary, err = c.noopLimit.wrap(binary); err != nil {
+			return nil, 0, err
+		}
+	}
 	start := time.Now()
 	w, err := c.cp.StartProgram(binary, ports[0], probe, "--cert-dir", c.cp.CertDir, "--webhook-host", "127.0.0.1",
 		"--webhook-port", strconv.Itoa(ports[0]), "--health-probe-bind-address", probe, "--secret-name", sourceName,
