@@ -38,6 +38,8 @@ type admissionOptions struct {
 	// cpuLimit, when set, is the CPU limit (a Kubernetes quantity) both webhooks run under, each in a
 	// cgroup of its own.
 	cpuLimit string
+	// projectEnv is added to the project's environment.
+	projectEnv string
 }
 
 // cell is one of the set-ups every round measures: no webhook, the no-op webhook, this project's webhook,
@@ -59,8 +61,10 @@ type cellRound struct {
 	throughput float64
 	// concurrent holds the latencies of the Pods created at o.concurrency.
 	concurrent []time.Duration
-	// gcCycles counts the webhook's garbage collections over the cell, when its metrics are known.
-	gcCycles int
+	// gcCycles counts the webhook's garbage collections over the cell, and allocated the bytes it
+	// allocated, when its metrics are known.
+	gcCycles  int
+	allocated int64
 	// throttled counts the CFS periods the webhook's cgroup was held back in, of periods it ran in.
 	throttled, periods int64
 	cpu                time.Duration
@@ -98,6 +102,8 @@ func runAdmission(ctx context.Context, args []string) error {
 		"Build pullsecret-injector with a loopback pprof endpoint and block and mutex profiling (never in the released binary), "+
 			"and after the rounds save its CPU, block and mutex profiles under load at -concurrency to DIR and print their tops. "+
 			"The rounds then measure that build.")
+	fs.StringVar(&o.projectEnv, "project-env", "",
+		"Comma-separated KEY=VALUE added to pullsecret-injector's environment (GOGC=100,GOMEMLIMIT=200MiB), to compare runtime settings.")
 	fs.StringVar(&o.cpuLimit, "cpu-limit", "",
 		"Run each webhook in a CPU cgroup of its own with this limit (a Kubernetes quantity, the chart's is 500m), started inside "+
 			"it so that the Go runtime derives GOMAXPROCS from it as in a Pod; the cgroups are removed at the end.")
@@ -132,6 +138,9 @@ func runAdmission(ctx context.Context, args []string) error {
 		if c.project, err = buildProfiled(c.cp.Dir, pprofAddr); err != nil {
 			return err
 		}
+	}
+	if o.projectEnv != "" {
+		c.projectEnv = strings.Split(o.projectEnv, ",")
 	}
 	load0 := loadAverage()
 	policyObjects, err := compilePolicy()
@@ -259,8 +268,9 @@ func (c *cluster) measureCell(ctx context.Context, o admissionOptions, cl cell, 
 		}
 	}
 	var gc0 int
+	var alloc0 int64
 	if cl.metricsURL != "" {
-		if gc0, err = gcCycles(ctx, cl.metricsURL); err != nil {
+		if gc0, alloc0, err = gcCycles(ctx, cl.metricsURL); err != nil {
 			return res, err
 		}
 	}
@@ -286,11 +296,11 @@ func (c *cluster) measureCell(ctx context.Context, o admissionOptions, cl cell, 
 		return res, err
 	}
 	if cl.metricsURL != "" {
-		gc1, err := gcCycles(ctx, cl.metricsURL)
+		gc1, alloc1, err := gcCycles(ctx, cl.metricsURL)
 		if err != nil {
 			return res, err
 		}
-		res.gcCycles = gc1 - gc0
+		res.gcCycles, res.allocated = gc1-gc0, alloc1-alloc0
 	}
 	if cl.limit != nil {
 		thr1, per1, _, err := cl.limit.throttling()
@@ -495,6 +505,7 @@ type admissionSummary struct {
 	apiCPU               time.Duration
 	admissions           int
 	gcCycles             int
+	allocated            int64
 	throttled, periods   int64
 	requests             map[testenv.RequestKind]int
 }
@@ -512,6 +523,7 @@ func summarize(rounds []cellRound) admissionSummary {
 		apiCPU += r.apiserverCPU
 		s.admissions += r.admissions
 		s.gcCycles += r.gcCycles
+		s.allocated += r.allocated
 		s.throttled += r.throttled
 		s.periods += r.periods
 		for k, n := range r.apiRequests {
@@ -538,6 +550,9 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 	none, noop, proj := sums["none"], sums["noop"], sums["project"]
 	c := fmt.Sprintf("c=%d", o.concurrency)
 	limit := "no CPU limit"
+	if o.projectEnv != "" {
+		limit = "project environment " + o.projectEnv + ", " + limit
+	}
 	if o.cpuLimit != "" {
 		limit = "each webhook limited to " + o.cpuLimit + " CPU"
 	}
@@ -587,8 +602,9 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 	fmt.Printf("(noop/none: c=1 p50 %.2f, %s p99 %.2f, throughput %.2f)\n", float64(noop.p50)/float64(none.p50), c,
 		float64(noop.cp99)/float64(none.cp99), noop.throughput/none.throughput)
 	if proj.admissions > 0 {
-		fmt.Printf("\nGarbage collections of pullsecret-injector: %d over %d admissions, %.1f per 1,000\n", proj.gcCycles, proj.admissions,
-			1000*float64(proj.gcCycles)/float64(proj.admissions))
+		fmt.Printf("\npullsecret-injector over %d admissions: %d garbage collections, %.1f per 1,000; %.1f KiB allocated per admission\n",
+			proj.admissions, proj.gcCycles, 1000*float64(proj.gcCycles)/float64(proj.admissions),
+			float64(proj.allocated)/1024/float64(proj.admissions))
 	}
 	if o.cpuLimit != "" {
 		for _, name := range []string{"noop", "project"} {

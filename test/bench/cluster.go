@@ -51,6 +51,8 @@ type cluster struct {
 	// projectLimit and noopLimit, when set, are the CPU cgroups the project's and the no-op webhook's
 	// processes start in.
 	projectLimit, noopLimit *cpuLimit
+	// projectEnv is added to the project's environment (GOGC=100).
+	projectEnv []string
 }
 
 func startCluster(ctx context.Context) (*cluster, error) {
@@ -287,11 +289,9 @@ func (c *cluster) startProject(ctx context.Context, metricsPort int, args ...str
 		// tests' rate a rotation writes an Event per copy besides the copy.
 		"--events-qps", strconv.FormatFloat(events.DefaultQPS, 'f', -1, 64), "--events-burst", strconv.Itoa(events.DefaultBurst),
 	}, args...)
-	binary := c.project
-	if c.projectLimit != nil {
-		if binary, err = c.projectLimit.wrap(binary); err != nil {
-			return nil, 0, err
-		}
+	binary, err := wrapBinary(c.project, c.projectLimit, c.projectEnv)
+	if err != nil {
+		return nil, 0, err
 	}
 	start := time.Now()
 	w, err := c.cp.StartWebhookNoWait(binary, cfg, args...)
@@ -313,10 +313,8 @@ func (c *cluster) startNoop(ctx context.Context, binary string) (*testenv.Webhoo
 		return nil, 0, err
 	}
 	probe := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	if c.noopLimit != nil {
-		if binary, err = c.noopLimit.wrap(binary); err != nil {
-			return nil, 0, err
-		}
+	if binary, err = wrapBinary(binary, c.noopLimit, nil); err != nil {
+		return nil, 0, err
 	}
 	start := time.Now()
 	w, err := c.cp.StartProgram(binary, ports[0], probe, "--cert-dir", c.cp.CertDir, "--webhook-host", "127.0.0.1",

@@ -74,18 +74,6 @@ func (l *cpuLimit) write(file, value string) error {
 	return nil
 }
 
-// wrap returns an executable that joins the cgroup and then runs binary with its arguments, so that the
-// process runs inside the limit from its first instruction, as a container's does: the runtime reads
-// the quota only at start and then about once a second.
-func (l *cpuLimit) wrap(binary string) (string, error) {
-	script := binary + "-" + filepath.Base(l.dir)
-	body := fmt.Sprintf("#!/bin/sh\necho $$ > %s || exit 1\nexec %s \"$@\"\n", l.procs, binary)
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		return "", fmt.Errorf("write cgroup wrapper: %w", err)
-	}
-	return script, nil
-}
-
 // throttling returns the periods the cgroup's processes used their whole quota in, of the periods they
 // ran in, and the time they were held back for it, since the cgroup was made.
 func (l *cpuLimit) throttling() (throttled, periods int64, held time.Duration, err error) {
@@ -158,4 +146,30 @@ func reportErr(err error) {
 // ms formats d in milliseconds, to a hundredth.
 func ms(d time.Duration) string {
 	return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1e3)
+}
+
+// wrapBinary returns an executable that runs binary with its arguments inside limit (when set) and with
+// env added to its environment, so that the process runs inside the limit from its first instruction, as
+// a container's does: the Go runtime reads the quota at start and then about once a second.
+func wrapBinary(binary string, limit *cpuLimit, env []string) (string, error) {
+	if limit == nil && len(env) == 0 {
+		return binary, nil
+	}
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n")
+	suffix := "-env"
+	if limit != nil {
+		fmt.Fprintf(&b, "echo $$ > %s || exit 1\n", limit.procs)
+		suffix = "-" + filepath.Base(limit.dir)
+	}
+	b.WriteString("exec env")
+	for _, e := range env {
+		b.WriteString(" " + strconv.Quote(e))
+	}
+	fmt.Fprintf(&b, " %s \"$@\"\n", binary)
+	script := binary + suffix
+	if err := os.WriteFile(script, []byte(b.String()), 0o755); err != nil {
+		return "", fmt.Errorf("write wrapper: %w", err)
+	}
+	return script, nil
 }

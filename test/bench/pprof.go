@@ -173,15 +173,18 @@ func (c *cluster) pprofProfile(ctx context.Context, o admissionOptions, project 
 	return c.deletePods(ctx, namespace)
 }
 
-// gcCycles returns the garbage collections the process whose metrics are at metricsURL has made.
-func gcCycles(ctx context.Context, metricsURL string) (int, error) {
+// gcCycles returns the garbage collections the process whose metrics are at metricsURL has made, and
+// the bytes it has allocated.
+func gcCycles(ctx context.Context, metricsURL string) (int, int64, error) {
 	m, err := testenv.ScrapeURL(ctx, metricsURL)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	v, n := m.Value("go_gc_duration_seconds_count", nil)
-	if n == 0 {
-		return 0, fmt.Errorf("%s reports no go_gc_duration_seconds_count", metricsURL)
+	// A summary: its sample count is the number of collections.
+	if _, ok := m["go_gc_duration_seconds"]; !ok {
+		return 0, 0, fmt.Errorf("%s reports no go_gc_duration_seconds", metricsURL)
 	}
-	return int(v), nil
+	_, n := m.Value("go_gc_duration_seconds", nil)
+	alloc, _ := m.Value("go_memstats_alloc_bytes_total", nil)
+	return int(n), int64(alloc), nil
 }
