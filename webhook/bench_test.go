@@ -58,13 +58,14 @@ func benchHandlers(b *testing.B) map[string]benchHandler {
 	b.Helper()
 	f := newFixture(b, nil, nil)
 	// The fake client converts through the scheme on every read and would dominate the measurement; the
-	// informer cache hands out deep copies, as cacheReader does.
+	// informer cache hands out deep copies, as cacheReader does. ServiceAccounts are read as in the
+	// process, through serviceAccountReader; none enforces.
 	srcs, _ := splitSources(sources())
 	f.injector.Sources = srcs
-	f.injector.Cache = cacheReader{
+	f.injector.Cache = serviceAccountReader{Reader: cacheReader{
 		&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "team", Labels: optIn}},
 		copyMeta("team", "quay-regcred"), copyMeta("team", "team-a-regcred"), copyMeta("team", "hub-regcred"),
-	}
+	}, sas: &enforcingServiceAccounts{keys: map[string]string{}}}
 	p := pod("quay.io/org/app:1", "registry.example.com:5000/team-a/sidecar:2", "ghcr.io/other/tool")
 	p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox:1.36"}}
 	review := func(p *corev1.Pod) []byte {

@@ -469,14 +469,14 @@ func (h *Injector) enforcingServiceAccount(ctx context.Context, m *config.Matche
 		name = "default" // the ServiceAccount admission plugin's default, set before the webhooks run
 	}
 	key := types.NamespacedName{Namespace: namespace, Name: name}
-	meta := managed.PartialServiceAccount()
 	// A ServiceAccount the cache does not show yet is taken as not enforcing: reading it live would cost
 	// every Pod of a ServiceAccount that does not exist an API call, for an annotation that is deprecated
 	// and a cache that lags by milliseconds (see docs/limitations.md).
-	if err := h.Cache.Get(ctx, key, meta); err != nil || !managed.EnforcesMountableSecrets(meta) {
+	resourceVersion, enforcing := h.enforcingResourceVersion(ctx, key)
+	if !enforcing {
 		return nil
 	}
-	if sa := h.serviceAccounts.get(m, key.String(), meta.ResourceVersion); sa != nil {
+	if sa := h.serviceAccounts.get(m, key.String(), resourceVersion); sa != nil {
 		return sa // unchanged since it was read live
 	}
 	live := &corev1.ServiceAccount{}
@@ -487,6 +487,25 @@ func (h *Injector) enforcingServiceAccount(ctx context.Context, m *config.Matche
 	sa := newEnforcingServiceAccount(live, m)
 	h.serviceAccounts.put(m, key.String(), sa)
 	return sa
+}
+
+// enforcingIndex answers, without building an object, whether a ServiceAccount enforces mountable
+// secrets, and at which resourceVersion: serviceAccountReader, the handler's cache in the process.
+type enforcingIndex interface {
+	enforcing(key types.NamespacedName) (resourceVersion string, ok bool)
+}
+
+// enforcingResourceVersion returns the resourceVersion of the ServiceAccount key as the cache shows it,
+// when the cache shows it enforcing mountable secrets.
+func (h *Injector) enforcingResourceVersion(ctx context.Context, key types.NamespacedName) (string, bool) {
+	if idx, ok := h.Cache.(enforcingIndex); ok {
+		return idx.enforcing(key)
+	}
+	meta := managed.PartialServiceAccount()
+	if err := h.Cache.Get(ctx, key, meta); err != nil || !managed.EnforcesMountableSecrets(meta) {
+		return "", false
+	}
+	return meta.ResourceVersion, true
 }
 
 // allowOnServiceAccount decides, for a Secret the Pod's enforcing ServiceAccount does not list, whether the

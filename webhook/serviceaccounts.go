@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -149,11 +150,18 @@ func (r serviceAccountReader) Get(ctx context.Context, key client.ObjectKey, obj
 	if !ok || m.GroupVersionKind() != managed.PartialServiceAccount().GroupVersionKind() {
 		return r.Reader.Get(ctx, key, obj, opts...)
 	}
-	rv, enforcing := r.sas.resourceVersion(key.String())
+	rv, enforcing := r.enforcing(key)
 	if !enforcing {
 		return apierrors.NewNotFound(corev1.Resource("serviceaccounts"), key.Name)
 	}
 	m.Namespace, m.Name, m.ResourceVersion = key.Namespace, key.Name, rv
 	m.Annotations = map[string]string{managed.EnforceMountableSecretsAnnotation: "true"}
 	return nil
+}
+
+// enforcing returns the resourceVersion of the ServiceAccount key when it enforces mountable secrets. The
+// handler asks this rather than Get: for the usual ServiceAccount, which does not enforce, Get would build
+// a metadata object and a NotFound error, with its formatted message, on every admission.
+func (r serviceAccountReader) enforcing(key types.NamespacedName) (string, bool) {
+	return r.sas.resourceVersion(key.Namespace + "/" + key.Name)
 }

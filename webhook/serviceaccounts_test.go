@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
@@ -109,5 +110,56 @@ func TestEnforcingServiceAccountsKeepNothingOfTheOthers(t *testing.T) {
 	}
 	if len(s.keys) != 0 {
 		t.Errorf("%d kept", len(s.keys))
+	}
+}
+
+// The handler asks the process's reader without Get, and hears what Get would say: the resourceVersion of
+// an enforcing ServiceAccount, nothing for the others.
+func TestEnforcingResourceVersionAgreesWithGet(t *testing.T) {
+	s := &enforcingServiceAccounts{keys: map[string]string{"team/builder": "7"}}
+	r := serviceAccountReader{sas: s}
+	for _, tc := range []struct {
+		name          string
+		key           types.NamespacedName
+		wantRV        string
+		wantEnforcing bool
+	}{
+		{name: "enforcing ServiceAccount answers with its resourceVersion", key: types.NamespacedName{Namespace: "team", Name: "builder"},
+			wantRV: "7", wantEnforcing: true},
+		{name: "ServiceAccount that does not enforce is not enforcing", key: types.NamespacedName{Namespace: "team", Name: "default"}},
+		{name: "same name in another namespace is not enforcing", key: types.NamespacedName{Namespace: "other", Name: "builder"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			type answer struct {
+				RV        string
+				Enforcing bool
+			}
+			want := answer{tc.wantRV, tc.wantEnforcing}
+			// Through Get, as any client.Reader answers.
+			h := &Injector{Cache: struct{ client.Reader }{r}}
+			rv, ok := h.enforcingResourceVersion(context.Background(), tc.key)
+			if diff := cmp.Diff(want, answer{rv, ok}); diff != "" {
+				t.Errorf("through Get (-want +got):\n%s", diff)
+			}
+			h = &Injector{Cache: r}
+			rv, ok = h.enforcingResourceVersion(context.Background(), tc.key)
+			if diff := cmp.Diff(want, answer{rv, ok}); diff != "" {
+				t.Errorf("through the index (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A Pod's ServiceAccount almost never enforces mountable secrets: telling so is on every admission's path
+// and allocates nothing (through Get it built a metadata object and a NotFound error, 7 allocations).
+func TestNonEnforcingServiceAccountAllocatesNothing(t *testing.T) {
+	h := &Injector{Cache: serviceAccountReader{sas: &enforcingServiceAccounts{keys: map[string]string{"team/builder": "7"}}}}
+	ctx := context.Background()
+	if allocs := testing.AllocsPerRun(100, func() {
+		if sa := h.enforcingServiceAccount(ctx, nil, "team", "app-runner"); sa != nil {
+			t.Fatalf("got %+v, want none", sa)
+		}
+	}); allocs != 0 {
+		t.Errorf("%v allocations per lookup, want 0", allocs)
 	}
 }
