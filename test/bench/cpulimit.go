@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // cpuPeriod is the CFS period the limit is enforced over: the kubelet's (and the kernel's) default.
@@ -103,14 +105,16 @@ func (l *cpuLimit) throttling() (throttled, periods int64, held time.Duration, e
 
 // remove deletes the cgroup, once every process in it has ended: a cgroup with processes cannot go.
 func (l *cpuLimit) remove() error {
-	var err error
-	for range 50 {
-		if err = os.Remove(l.dir); err == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 10*time.Second, true,
+		func(context.Context) (bool, error) {
+			last = os.Remove(l.dir)
+			return last == nil, nil
+		})
+	if err != nil {
+		return fmt.Errorf("remove cgroup %s: %w", l.dir, errors.Join(err, last))
 	}
-	return fmt.Errorf("remove cgroup %s: %w", l.dir, err)
+	return nil
 }
 
 // String says what limit the cgroup sets, and where.
@@ -172,4 +176,15 @@ func wrapBinary(binary string, limit *cpuLimit, env []string) (string, error) {
 		return "", fmt.Errorf("write wrapper: %w", err)
 	}
 	return script, nil
+}
+
+// printThrottling prints how often the processes of l were held back by its quota since it was made.
+func printThrottling(name, limit string, l *cpuLimit) {
+	throttled, periods, held, err := l.throttling()
+	if err != nil {
+		reportErr(err)
+		return
+	}
+	fmt.Printf("\n%s at a CPU limit of %s (%s): throttled in %d of %d CFS periods (%.1f%%), held back %s in all\n", name, limit, l,
+		throttled, periods, 100*float64(throttled)/float64(max(periods, 1)), held.Round(time.Millisecond))
 }

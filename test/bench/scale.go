@@ -115,6 +115,9 @@ func runScale(ctx context.Context, args []string) error {
 		"Rotate once more with the last setting and a FlowSchema that gives the admission path's copy creates a priority level of their own.")
 	fs.StringVar(&o.apiserverProfile, "apiserver-profile", "",
 		"Write a CPU profile of the API server over the first 10 s of the first rotation to this file.")
+	cpuLimitFlag := fs.String("cpu-limit", "",
+		"Run pullsecret-injector in a CPU cgroup with this limit (a Kubernetes quantity, the chart's is 500m), started inside it "+
+			"so that the Go runtime derives GOMAXPROCS from it as in a Pod; the cgroup is removed at the end.")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,6 +131,13 @@ func runScale(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.stop()
+	if *cpuLimitFlag != "" {
+		if c.projectLimit, err = newCPULimit("psi-bench-project", *cpuLimitFlag); err != nil {
+			return err
+		}
+		defer func() { reportErr(c.projectLimit.remove()) }()
+		defer printThrottling("pullsecret-injector", *cpuLimitFlag, c.projectLimit)
+	}
 	if err := c.bindServiceAccount(ctx); err != nil {
 		return err
 	}
