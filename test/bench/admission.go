@@ -87,7 +87,7 @@ func runAdmission(ctx context.Context, args []string) error {
 	var o admissionOptions
 	fs := flag.NewFlagSet("admission", flag.ExitOnError)
 	fs.IntVar(&o.pods, "pods", 300, "Pod creates per cell and round, at concurrency 1 and again at -concurrency.")
-	fs.IntVar(&o.rounds, "rounds", 3, "Interleaved rounds over the three cells.")
+	fs.IntVar(&o.rounds, "rounds", 5, "Interleaved rounds over the four cells.")
 	fs.IntVar(&o.concurrency, "concurrency", 8, "Clients creating Pods at once in the throughput phase.")
 	fs.IntVar(&o.warmup, "warmup", 20, "Pod creates before each cell's measurement, not measured, to open connections.")
 	fs.IntVar(&o.unrelatedSecrets, "unrelated-secrets", 10000, "Secrets that are not copies, created before the memory measurement.")
