@@ -572,7 +572,7 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 	fmt.Printf("(latencies pooled over the rounds; pods/s the median of the rounds)\n")
 
 	ratio := func(a, b time.Duration) string { return fmt.Sprintf("%.2f", float64(a)/float64(b)) }
-	fmt.Printf("\nRatios to the no-op webhook [goals in brackets]:\n")
+	fmt.Printf("\nRatios to the no-op webhook (goals in the last row):\n")
 	fmt.Printf("%-8s %9s %9s %9s %9s %13s %14s\n", "cell", "c=1 p50", "c=1 p99", c+" p50", c+" p99", c+" pods/s", "CPU/admission")
 	for _, name := range []string{"none", "project", "policy"} {
 		s := sums[name]
