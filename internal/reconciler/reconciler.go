@@ -104,21 +104,47 @@ const (
 	Ignore
 )
 
-// Decide returns what the copy key needs. exists and isManaged describe the Secret at key (isManaged: it has
-// the form of a copy, see managed.IsCopy), isSource whether
-// key is a configured source, hasEntry whether the configuration names a Secret of key's name, and
-// selected whether key's namespace gets that Secret (opted in, selected by the entry, not terminating).
-func Decide(exists, isManaged, isSource, hasEntry, selected bool) Action {
+// String returns the action's name, for logs and test failures.
+func (a Action) String() string {
+	switch a {
+	case Forget:
+		return "Forget"
+	case Create:
+		return "Create"
+	case Sync:
+		return "Sync"
+	case Revoke:
+		return "Revoke"
+	case Ignore:
+		return "Ignore"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Facts are what Decide knows of a copy's key, all read without an API call.
+type Facts struct {
+	// Exists says a Secret is at the key, and IsManaged that it has the form of a copy (see managed.IsCopy).
+	Exists, IsManaged bool
+	// IsSource says the key is a configured source.
+	IsSource bool
+	// HasEntry says the configuration names a Secret of the key's name.
+	HasEntry bool
+	// Selected says the key's namespace gets that Secret (opted in, selected by the entry, not terminating).
+	Selected bool
+}
+
+// Decide returns what the copy with facts f needs.
+func Decide(f Facts) Action {
 	switch {
-	case isSource:
+	case f.IsSource:
 		return Ignore // sources are only ever read
-	case exists && !isManaged:
+	case f.Exists && !f.IsManaged:
 		return Ignore // never write a Secret that is not ours, whatever its name
-	case !exists && hasEntry && selected:
+	case !f.Exists && f.HasEntry && f.Selected:
 		return Create
-	case !exists:
+	case !f.Exists:
 		return Forget
-	case hasEntry && selected:
+	case f.HasEntry && f.Selected:
 		return Sync
 	default:
 		return Revoke
@@ -145,7 +171,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 		selected = selects(m, entry, ns)
 	}
-	switch Decide(exists, exists && managed.IsCopy(cp), m.IsSource(key.Namespace, key.Name), entry != nil, selected) {
+	switch Decide(Facts{
+		Exists:    exists,
+		IsManaged: exists && managed.IsCopy(cp),
+		IsSource:  m.IsSource(key.Namespace, key.Name),
+		HasEntry:  entry != nil,
+		Selected:  selected,
+	}) {
 	case Create:
 		return r.create(ctx, entry, key)
 	case Sync:
@@ -353,52 +385,16 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 	if age := r.clock().Sub(cached.CreationTimestamp.Time); age < r.RevocationRecheck {
 		return reconcile.Result{RequeueAfter: r.RevocationRecheck - age}, nil
 	}
-	reason := "no configured entry names this secret"
-	// The metric's label comes from the configuration, never from the copy's annotation, which a tenant
-	// can edit: a copy no entry names any more is counted under removedSource.
-	source := removedSource
-	if entry != nil {
-		source = entry.Registry.Secret.String()
-		// The cache may lag behind a namespace labelled a moment ago; deleting a copy a new Pod needs is
-		// worse than a live read on this rare path.
-		ns, err := r.namespace(ctx, r.APIReader, key.Namespace)
-		if err != nil {
-			return reconcile.Result{}, err
-		}
-		if selects(m, entry, ns) {
-			return reconcile.Result{}, nil // the namespace event that says so follows
-		}
-		reason = "namespace is not selected for its entry"
-		if ns == nil || ns.DeletionTimestamp != nil {
-			return reconcile.Result{}, nil // the namespace's own deletion removes it
-		}
+	reason, source, revoke, err := r.revocation(ctx, m, entry, key)
+	if err != nil || !revoke {
+		return reconcile.Result{}, err
 	}
-	// A Pod seen using the copy a moment ago keeps it without a new list: keeping a copy a little longer
-	// is safe, deleting one in use is not.
-	if pod := r.recentUser(key); pod != "" {
-		log.V(1).Info("Copy no longer applies; deleting it waits for the Pods that use it", "reason", reason, "pod", pod)
-		return reconcile.Result{RequeueAfter: r.RevocationRecheck}, nil
-	}
-	if wait := r.takePodList(key.Namespace); wait > 0 {
-		log.V(1).Info("Copy no longer applies; this namespace's Pod lists for revocation are used up until the next recheck period",
-			"reason", reason, "retryAfter", wait)
+	if wait, ok := r.usedRecently(ctx, key, reason); ok {
 		return reconcile.Result{RequeueAfter: wait}, nil
 	}
-	live := managed.PartialSecret()
-	if err := r.APIReader.Get(ctx, key, live); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.writes.forget(key)
-			return reconcile.Result{}, nil
-		}
-		return reconcile.Result{}, fmt.Errorf("read copy %s: %w", key, err)
-	}
-	switch age := r.clock().Sub(live.CreationTimestamp.Time); {
-	case !managed.IsCopy(live):
-		r.writes.forget(key)
-		return reconcile.Result{}, nil // no longer in the form of a copy: not ours to delete
-	case age < r.RevocationRecheck:
-		// Another Secret of the same name took the cached one's place.
-		return reconcile.Result{RequeueAfter: r.RevocationRecheck - age}, nil
+	live, res, err := r.readForDelete(ctx, key)
+	if live == nil {
+		return res, err
 	}
 	// Listed after the copy was read, just before the delete: only a Pod created in the round trip between
 	// this list and the delete is not seen.
@@ -410,6 +406,76 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 		log.V(1).Info("Copy no longer applies; deleting it waits for the Pods that use it", "reason", reason, "pod", pod)
 		return reconcile.Result{RequeueAfter: r.RevocationRecheck}, nil
 	}
+	return r.deleteCopy(ctx, live, source, reason)
+}
+
+// revocation says why the copy at key no longer applies, and the source its metric counts it under;
+// revoke is false when it applies after all, or when the namespace's own deletion removes it.
+func (r *Reconciler) revocation(ctx context.Context, m *config.Matcher, entry *config.Entry, key types.NamespacedName) (reason, source string, revoke bool, err error) {
+	// The metric's label comes from the configuration, never from the copy's annotation, which a tenant
+	// can edit: a copy no entry names any more is counted under removedSource.
+	if entry == nil {
+		return "no configured entry names this secret", removedSource, true, nil
+	}
+	source = entry.Registry.Secret.String()
+	// The cache may lag behind a namespace labelled a moment ago; deleting a copy a new Pod needs is
+	// worse than a live read on this rare path.
+	ns, err := r.namespace(ctx, r.APIReader, key.Namespace)
+	if err != nil {
+		return "", "", false, err
+	}
+	if selects(m, entry, ns) {
+		return "", "", false, nil // the namespace event that says so follows
+	}
+	if ns == nil || ns.DeletionTimestamp != nil {
+		return "", "", false, nil // the namespace's own deletion removes it
+	}
+	return "namespace is not selected for its entry", source, true, nil
+}
+
+// usedRecently returns how long to wait before the copy at key is looked at again, when what is known
+// without a new Pod list says to wait: a Pod seen using the copy a moment ago keeps it (keeping a copy a
+// little longer is safe, deleting one in use is not), and the namespace's Pod lists may be used up.
+func (r *Reconciler) usedRecently(ctx context.Context, key types.NamespacedName, reason string) (time.Duration, bool) {
+	log := logf.FromContext(ctx)
+	if pod := r.recentUser(key); pod != "" {
+		log.V(1).Info("Copy no longer applies; deleting it waits for the Pods that use it", "reason", reason, "pod", pod)
+		return r.RevocationRecheck, true
+	}
+	if wait := r.takePodList(key.Namespace); wait > 0 {
+		log.V(1).Info("Copy no longer applies; this namespace's Pod lists for revocation are used up until the next recheck period",
+			"reason", reason, "retryAfter", wait)
+		return wait, true
+	}
+	return 0, false
+}
+
+// readForDelete reads the copy at key from the API server, for the delete's preconditions. It returns nil,
+// with the result to return, when there is nothing to delete: the Secret is gone, is no longer in the form
+// of a copy, or is another one, younger, of the same name.
+func (r *Reconciler) readForDelete(ctx context.Context, key types.NamespacedName) (*metav1.PartialObjectMetadata, reconcile.Result, error) {
+	live := managed.PartialSecret()
+	if err := r.APIReader.Get(ctx, key, live); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.writes.forget(key)
+			return nil, reconcile.Result{}, nil
+		}
+		return nil, reconcile.Result{}, fmt.Errorf("read copy %s: %w", key, err)
+	}
+	switch age := r.clock().Sub(live.CreationTimestamp.Time); {
+	case !managed.IsCopy(live):
+		r.writes.forget(key)
+		return nil, reconcile.Result{}, nil // no longer in the form of a copy: not ours to delete
+	case age < r.RevocationRecheck:
+		// Another Secret of the same name took the cached one's place.
+		return nil, reconcile.Result{RequeueAfter: r.RevocationRecheck - age}, nil
+	}
+	return live, reconcile.Result{}, nil
+}
+
+// deleteCopy deletes live, the copy just read, counted under source and explained by reason.
+func (r *Reconciler) deleteCopy(ctx context.Context, live *metav1.PartialObjectMetadata, source, reason string) (reconcile.Result, error) {
+	key := types.NamespacedName{Namespace: live.Namespace, Name: live.Name}
 	cp := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
 	// The preconditions make sure the Secret deleted is the one just read in the form of a copy, unchanged.
 	if err := r.Client.Delete(ctx, cp, client.Preconditions{UID: &live.UID, ResourceVersion: &live.ResourceVersion}); err != nil {
@@ -426,7 +492,7 @@ func (r *Reconciler) revoke(ctx context.Context, m *config.Matcher, entry *confi
 	metrics.CopyOperation(source, metrics.Deleted)
 	cp.UID = live.UID
 	r.Events.Normal(cp, events.ReasonCopyDeleted, events.ActionDelete, "Deleted: %s", reason)
-	log.Info("Deleted copy that no longer applies", "reason", reason)
+	logf.FromContext(ctx).Info("Deleted copy that no longer applies", "reason", reason)
 	return reconcile.Result{}, nil
 }
 

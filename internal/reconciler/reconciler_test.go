@@ -43,22 +43,32 @@ var (
 	optIn   = map[string]string{config.InjectLabel: config.InjectEnabled}
 )
 
+func TestActionString(t *testing.T) {
+	for a, want := range map[Action]string{
+		Forget: "Forget", Create: "Create", Sync: "Sync", Revoke: "Revoke", Ignore: "Ignore", Action(42): "Action(42)",
+	} {
+		if got := a.String(); got != want {
+			t.Errorf("Action(%d).String() = %q, want %q", int(a), got, want)
+		}
+	}
+}
+
 func TestDecide(t *testing.T) {
 	for name, tc := range map[string]struct {
-		exists, isManaged, isSource, hasEntry, selected bool
-		want                                            Action
+		facts Facts
+		want  Action
 	}{
-		"a source is never written, even labelled as managed":       {exists: true, isManaged: true, isSource: true, hasEntry: true, want: Ignore},
-		"an unmanaged Secret of a configured name is never written": {exists: true, hasEntry: true, selected: true, want: Ignore},
-		"a copy deleted from a selected namespace is recreated":     {hasEntry: true, selected: true, want: Create},
-		"a deleted copy in an unselected namespace is forgotten":    {hasEntry: true, want: Forget},
-		"a deleted Secret of an unconfigured name is forgotten":     {want: Forget},
-		"a copy in a selected namespace is synced":                  {exists: true, isManaged: true, hasEntry: true, selected: true, want: Sync},
-		"a copy in an unselected namespace is revoked":              {exists: true, isManaged: true, hasEntry: true, want: Revoke},
-		"a copy no entry names any more is revoked":                 {exists: true, isManaged: true, want: Revoke},
+		"a source is never written, even labelled as managed":       {Facts{Exists: true, IsManaged: true, IsSource: true, HasEntry: true}, Ignore},
+		"an unmanaged Secret of a configured name is never written": {Facts{Exists: true, HasEntry: true, Selected: true}, Ignore},
+		"a copy deleted from a selected namespace is recreated":     {Facts{HasEntry: true, Selected: true}, Create},
+		"a deleted copy in an unselected namespace is forgotten":    {Facts{HasEntry: true}, Forget},
+		"a deleted Secret of an unconfigured name is forgotten":     {Facts{}, Forget},
+		"a copy in a selected namespace is synced":                  {Facts{Exists: true, IsManaged: true, HasEntry: true, Selected: true}, Sync},
+		"a copy in an unselected namespace is revoked":              {Facts{Exists: true, IsManaged: true, HasEntry: true}, Revoke},
+		"a copy no entry names any more is revoked":                 {Facts{Exists: true, IsManaged: true}, Revoke},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if got := Decide(tc.exists, tc.isManaged, tc.isSource, tc.hasEntry, tc.selected); got != tc.want {
+			if got := Decide(tc.facts); got != tc.want {
 				t.Errorf("Decide = %v, want %v", got, tc.want)
 			}
 		})

@@ -32,8 +32,15 @@ const Name = "copies"
 // copyNameIndex indexes cached copies by name: a source's copies all carry the source's name.
 const copyNameIndex = "name"
 
-// Options tune the reconciler.
+// Options are what SetupWithManager wires the reconciler to, and how it is tuned.
 type Options struct {
+	// Config is the configuration in force.
+	Config *config.Store
+	// Sources reads the source Secrets.
+	Sources sources.Reader
+	// Client is the reconciler's own client, with its own rate limits: every write goes through it, and
+	// the reads made for a write (see Reconciler.APIReader).
+	Client client.Client
 	// Workers is the number of copies reconciled at once.
 	Workers int
 	// ResyncPeriod is how often every copy is looked at again, behind the watch events, and how often the
@@ -52,7 +59,7 @@ type Options struct {
 	// provisioner).
 	Provision bool
 	// Pods is a core/v1 REST client with the reconciler's rate limits, for Pod lists read a Pod at a
-	// time (see Reconciler.Pods); nil reads them through c, a page at a time.
+	// time (see Reconciler.Pods); nil reads them through Client, a page at a time.
 	Pods rest.Interface
 }
 
@@ -65,13 +72,54 @@ type Trigger interface {
 }
 
 // SetupWithManager adds the reconciler to mgr: it runs on the leader only, reads through mgr's cache and
-// reader for metadata and writes through c, the reconciler's own client with its own rate limits. The
-// returned Trigger never blocks, whether or not this replica leads.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store, srcs sources.Reader,
-	c client.Client, opts Options) (Trigger, error) {
-	// An index of the informer's own, on the name alone: controller-runtime's IndexField also keys every
-	// value by namespace, which is one more set per copy, and a source's copies are wanted in every
-	// namespace at once.
+// reader for metadata and writes through opts.Client. The returned Trigger never blocks, whether or not
+// this replica leads.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (Trigger, error) {
+	index, err := indexCopiesByName(ctx, mgr)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reconciler{
+		Config:            opts.Config,
+		Sources:           opts.Sources,
+		Cache:             mgr.GetCache(),
+		APIReader:         opts.Client,
+		Client:            opts.Client,
+		RevocationRecheck: opts.RevocationRecheck,
+		Events:            opts.Events,
+		Provision:         opts.Provision,
+		Pods:              opts.Pods,
+	}
+	ctl, err := controller.New(Name, mgr, controller.Options{
+		Reconciler:              r,
+		MaxConcurrentReconciles: opts.Workers,
+		// One copy's failure is retried on its own schedule; it must not hold the others back.
+		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 5*time.Minute),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create controller %q: %w", Name, err)
+	}
+	t := &triggers{config: opts.Config, cache: mgr.GetCache(), index: index, names: map[string]bool{}, wake: make(chan struct{}, 1)}
+	if opts.Provision {
+		if t.provision, err = newProvisioner(ctx, mgr, opts.Config, index); err != nil {
+			return nil, err
+		}
+	}
+	if err := watch(ctl, mgr, r, t, opts.ResyncPeriod); err != nil {
+		return nil, err
+	}
+	if opts.ResyncPeriod > 0 {
+		if err := mgr.Add(&resync{period: opts.ResyncPeriod, trigger: t}); err != nil {
+			return nil, fmt.Errorf("add resync: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// indexCopiesByName adds an index of the copies' informer's own, on the name alone, and returns it:
+// controller-runtime's IndexField also keys every value by namespace, which is one more set per copy, and
+// a source's copies are wanted in every namespace at once.
+func indexCopiesByName(ctx context.Context, mgr ctrl.Manager) (toolscache.Indexer, error) {
 	inf, err := mgr.GetCache().GetInformer(ctx, managed.PartialSecret())
 	if err != nil {
 		return nil, fmt.Errorf("get the copies' informer: %w", err)
@@ -89,59 +137,34 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, store *config.Store
 	}}); err != nil {
 		return nil, fmt.Errorf("index copies by name: %w", err)
 	}
-	r := &Reconciler{
-		Config:            store,
-		Sources:           srcs,
-		Cache:             mgr.GetCache(),
-		APIReader:         c,
-		Client:            c,
-		RevocationRecheck: opts.RevocationRecheck,
-		Events:            opts.Events,
-		Provision:         opts.Provision,
-		Pods:              opts.Pods,
-	}
-	ctl, err := controller.New(Name, mgr, controller.Options{
-		Reconciler:              r,
-		MaxConcurrentReconciles: opts.Workers,
-		// One copy's failure is retried on its own schedule; it must not hold the others back.
-		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 5*time.Minute),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create controller %q: %w", Name, err)
-	}
+	return indexed.GetIndexer(), nil
+}
+
+// watch connects the controller to what makes a copy worth a look: the copies' and namespaces' events,
+// the triggers, and the passes a new leader makes over the Pods and the copies.
+func watch(ctl controller.Controller, mgr ctrl.Manager, r *Reconciler, t *triggers, resyncPeriod time.Duration) error {
 	if err := ctl.Watch(source.Kind(mgr.GetCache(), managed.PartialSecret(), copyEvents(&r.writes))); err != nil {
-		return nil, fmt.Errorf("watch copies: %w", err)
-	}
-	t := &triggers{config: store, cache: mgr.GetCache(), index: indexed.GetIndexer(), names: map[string]bool{}, wake: make(chan struct{}, 1)}
-	if opts.Provision {
-		if t.provision, err = newProvisioner(ctx, mgr, store, indexed.GetIndexer()); err != nil {
-			return nil, err
-		}
+		return fmt.Errorf("watch copies: %w", err)
 	}
 	if err := ctl.Watch(source.Kind(mgr.GetCache(), managed.PartialNamespace(),
 		handler.TypedEnqueueRequestsFromMapFunc(t.namespaceChanged))); err != nil {
-		return nil, fmt.Errorf("watch namespaces: %w", err)
+		return fmt.Errorf("watch namespaces: %w", err)
 	}
 	if err := ctl.Watch(source.Func(t.run)); err != nil {
-		return nil, fmt.Errorf("watch triggers: %w", err)
+		return fmt.Errorf("watch triggers: %w", err)
 	}
 	// A copy deleted while no leader ran has no delete event for this leader to see: a pass over the
 	// unfinished Pods finds the copies they name that are missing, at start and every resync.
-	refs := &referencePass{r: r, period: opts.ResyncPeriod, synced: mgr.GetCache().WaitForCacheSync}
+	refs := &referencePass{r: r, period: resyncPeriod, synced: mgr.GetCache().WaitForCacheSync}
 	if err := ctl.Watch(source.Func(refs.run)); err != nil {
-		return nil, fmt.Errorf("watch the copies Pods reference: %w", err)
+		return fmt.Errorf("watch the copies Pods reference: %w", err)
 	}
 	// A copy written while no leader ran, its digest annotation kept or forged, is trusted as the cache
 	// lists it: a sweep a resync period after the leader starts reads every copy and bounds how long that lasts.
-	if err := ctl.Watch(source.Func((&sweep{r: r, period: opts.ResyncPeriod}).run)); err != nil {
-		return nil, fmt.Errorf("watch the copies' digest annotations: %w", err)
+	if err := ctl.Watch(source.Func((&sweep{r: r, period: resyncPeriod}).run)); err != nil {
+		return fmt.Errorf("watch the copies' digest annotations: %w", err)
 	}
-	if opts.ResyncPeriod > 0 {
-		if err := mgr.Add(&resync{period: opts.ResyncPeriod, trigger: t}); err != nil {
-			return nil, fmt.Errorf("add resync: %w", err)
-		}
-	}
-	return t, nil
+	return nil
 }
 
 // triggers collects requests for many copies at once and hands them to the controller's queue. Requests
