@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/pullsecret-injector/pullsecret-injector/internal/version"
 )
 
 // Namespace is the prefix of every metric of the project.
@@ -120,6 +122,14 @@ var (
 		Help: "Requests to the secure metrics endpoint refused, by reason: no_token, invalid_token (refused by the local check, " +
 			"no review), rejected (by a TokenReview), over_budget (429), forbidden (by a SubjectAccessReview), error (the API server could not be asked).",
 	}, []string{"reason"})
+
+	// buildInfo has one series, always 1, whose labels say which build runs; its label values are the
+	// binary's own, fixed at build time.
+	buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "build_info",
+		Help:      "Always 1; its labels are the running binary's version, git commit and Go version, as --version prints them.",
+	}, []string{"version", "commit", "goversion"})
 )
 
 // registerOnce makes Register idempotent: the process calls it once, and tests that read a metric from the
@@ -149,8 +159,9 @@ func register(r prometheus.Registerer) {
 	for _, reason := range rateChangeReasons {
 		reconcilerRateChanges.WithLabelValues(reason)
 	}
+	buildInfo.WithLabelValues(version.Version, version.Commit, version.GoVersion()).Set(1)
 	r.MustRegister(admissions, copyOperations, sourceInvalid, configReloads, configLastSuccess, eventsDropped,
-		reconcilerRate, reconcilerRateChanges, metricsReviews, metricsRefused)
+		reconcilerRate, reconcilerRateChanges, metricsReviews, metricsRefused, buildInfo)
 }
 
 func outcomeCounters() map[Outcome]prometheus.Counter {

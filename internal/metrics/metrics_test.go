@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/pullsecret-injector/pullsecret-injector/internal/version"
 )
 
 // seriesAtImport is what the process's registry served of the project's metrics before any test ran: once
@@ -69,6 +71,7 @@ func TestRegister(t *testing.T) {
 		"pullsecret_injector_admissions_total{outcome=not_selected}",
 		"pullsecret_injector_admissions_total{outcome=nothing_to_add}",
 		"pullsecret_injector_admissions_total{outcome=opted_out}",
+		"pullsecret_injector_build_info{commit=" + version.Commit + ",goversion=" + version.GoVersion() + ",version=" + version.Version + "}",
 		"pullsecret_injector_config_last_reload_success_timestamp_seconds{}",
 		"pullsecret_injector_config_reloads_total{result=failure}",
 		"pullsecret_injector_config_reloads_total{result=success}",
