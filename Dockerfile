@@ -12,8 +12,12 @@ RUN go mod download
 COPY . .
 ARG TARGETOS
 ARG TARGETARCH
+# What --version prints and pullsecret_injector_build_info shows; `make docker-build` passes them from git.
+ARG VERSION=dev
+ARG COMMIT=unknown
+ARG VERSION_PKG=github.com/pullsecret-injector/pullsecret-injector/internal/version
 # The same command as `make build` (test/chart checks that they agree), for the target platform.
-RUN GOOS=${TARGETOS} GOARCH=${TARGETARCH} CGO_ENABLED=0 go build -trimpath -o /out/pullsecret-injector .
+RUN GOOS=${TARGETOS} GOARCH=${TARGETARCH} CGO_ENABLED=0 go build -trimpath -ldflags "-X ${VERSION_PKG}.Version=${VERSION} -X ${VERSION_PKG}.Commit=${COMMIT}" -o /out/pullsecret-injector .
 
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /out/pullsecret-injector /pullsecret-injector

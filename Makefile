@@ -22,6 +22,12 @@ GOLANGCI_LINT := $(BIN)/golangci-lint
 HELM_DOCS := $(BIN)/helm-docs
 IMG ?= ghcr.io/pullsecret-injector/pullsecret-injector:dev
 PLATFORMS ?= linux/amd64,linux/arm64
+# What --version prints and pullsecret_injector_build_info shows: the release and commit the binary is built
+# from, passed to the linker by `make build` and as build arguments to the image build.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The package holding them; the Dockerfile's build command spells it the same way (test/chart checks it).
+VERSION_PKG := github.com/pullsecret-injector/pullsecret-injector/internal/version
 # docker-buildx pushes: a multi-platform image cannot be loaded into the local engine.
 BUILDX_FLAGS ?= --push
 
@@ -40,7 +46,7 @@ help: ## Show this help.
 
 .PHONY: build
 build: ## Build bin/pullsecret-injector.
-	CGO_ENABLED=0 go build -trimpath -o $(BIN)/pullsecret-injector .
+	CGO_ENABLED=0 go build -trimpath -ldflags "-X ${VERSION_PKG}.Version=${VERSION} -X ${VERSION_PKG}.Commit=${COMMIT}" -o $(BIN)/pullsecret-injector .
 
 .PHONY: fmt
 fmt: ## Run gofmt.
@@ -156,11 +162,11 @@ helm-docs-check: $(HELM_DOCS) ## Fail if docs/chart.md or the chart's README.md 
 
 .PHONY: docker-build
 docker-build: ## Build the container image IMG for this machine's platform.
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
 .PHONY: docker-buildx
 docker-buildx: ## Build the container image IMG for every platform in PLATFORMS and push it.
-	docker buildx build --platform $(PLATFORMS) -t $(IMG) $(BUILDX_FLAGS) .
+	docker buildx build --platform $(PLATFORMS) --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) $(BUILDX_FLAGS) .
 
 ##@ Demo
 

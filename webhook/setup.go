@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -21,28 +20,6 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
 )
-
-// CacheOptions returns the informer cache the webhook and the reconciler read from: the managed copies
-// (Secrets labelled as managed, anywhere) and namespaces, as trimmed metadata (the ServiceAccounts that
-// enforce mountable secrets are cached apart, see enforcingServiceAccounts). No
-// Secret data is cached here, so memory grows with the number of copies, never with their size or with
-// the cluster's other Secrets; the source Secrets are cached apart, one informer each (package sources).
-// cfg is the configuration in force and digests the sources' current digests: the copies' cache shares the
-// configured sources' annotations among their copies, and keeps a copy's digest annotation only when it is
-// its source's current one (see managed.TrimCopyMetadataFunc). The informers have no index by namespace
-// (managed.NewInformer): a List with client.InNamespace on this cache fails.
-func CacheOptions(cfg *config.Store, digests managed.SourceDigest) cache.Options {
-	return cache.Options{
-		NewInformer: managed.NewInformer,
-		ByObject: map[client.Object]cache.ByObject{
-			managed.PartialSecret(): {
-				Label:     labels.SelectorFromSet(labels.Set{managed.ManagedByLabel: managed.ManagedByValue}),
-				Transform: managed.TrimCopyMetadataFunc(cfg.Matcher, digests),
-			},
-			managed.PartialNamespace(): {Transform: managed.TrimNamespaceMetadata},
-		},
-	}
-}
 
 // Synced is what readiness waits for besides the manager's cache: the source Secrets' informers.
 type Synced interface {
@@ -170,7 +147,8 @@ func CacheSynced(c cache.Cache, sources, serviceAccounts Synced) func(*http.Requ
 	}
 }
 
-// Scheme returns the types the injector reads and writes.
+// Scheme returns the types the injector reads and writes, for the tests that run it on fake clients. The
+// process's own scheme, and the cache it reads from, are the wiring's (internal/app).
 func Scheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	if err := corev1.AddToScheme(s); err != nil {

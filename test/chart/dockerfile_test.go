@@ -61,10 +61,28 @@ func TestDockerfileBuildsLikeMake(t *testing.T) {
 		t.Errorf("Dockerfile's GO_VERSION %v differs from go.mod's go directive %v", goArg, goMod)
 	}
 
-	// Build as the Dockerfile's RUN does, in a copy of the build context, for this machine's platform.
+	// The linker sets the version package's variables; make and the Dockerfile name the same package.
+	versionPkg := regexp.MustCompile(`(?m)^ARG VERSION_PKG=(\S+)$`).FindStringSubmatch(dockerfile)
+	makePkg := regexp.MustCompile(`(?m)^VERSION_PKG := (\S+)$`).FindStringSubmatch(readFile(t, filepath.Join(root, "Makefile")))
+	if versionPkg == nil || makePkg == nil || versionPkg[1] != makePkg[1] {
+		t.Fatalf("Dockerfile's VERSION_PKG %v differs from the Makefile's %v", versionPkg, makePkg)
+	}
+
+	// Build as the Dockerfile's RUN does, in a copy of the build context, for this machine's platform, with
+	// the build arguments `make docker-build` passes.
 	dir := buildContext(t, root)
 	out := filepath.Join(t.TempDir(), "pullsecret-injector")
+	buildArgs := map[string]string{"VERSION_PKG": versionPkg[1], "VERSION": "v0.0.0-test", "COMMIT": "0123456789abcdef"}
 	args := slices.Clone(dockerCmd)
+	for i := range args {
+		args[i] = os.Expand(args[i], func(name string) string {
+			v, ok := buildArgs[name]
+			if !ok {
+				t.Fatalf("the go build command uses ${%s}, which this test does not set", name)
+			}
+			return v
+		})
+	}
 	args[slices.Index(args, "-o")+1] = out
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = dir
@@ -78,6 +96,15 @@ func TestDockerfileBuildsLikeMake(t *testing.T) {
 	help, _ := exec.Command(out, "--help").CombinedOutput()
 	if !strings.Contains(string(help), "-cert-mode") {
 		t.Errorf("the built binary's --help does not list --cert-mode:\n%s", help)
+	}
+	v, err := exec.Command(out, "--version").CombinedOutput()
+	if err != nil {
+		t.Errorf("the built binary's --version: %v\n%s", err, v)
+	}
+	for _, want := range []string{buildArgs["VERSION"], buildArgs["COMMIT"], runtime.Version()} {
+		if !strings.Contains(string(v), want) {
+			t.Errorf("the built binary's --version does not say %q:\n%s", want, v)
+		}
 	}
 }
 
@@ -127,15 +154,26 @@ func runLine(t *testing.T, dockerfile string) string {
 	return found[0]
 }
 
-// splitCommand splits a shell command line of plain words into its leading VAR=value assignments and the
-// command. Quoting and other shell syntax are refused rather than half understood.
+// splitCommand splits a shell command line of plain words, or words in double quotes without escapes, into
+// its leading VAR=value assignments and the command. Other shell syntax is refused rather than half
+// understood; ${VAR} is left for the caller.
 func splitCommand(t *testing.T, line string) (map[string]string, []string) {
 	t.Helper()
-	if strings.ContainsAny(line, `'"\;&|<>`+"`") {
+	if strings.ContainsAny(line, `'\;&|<>`+"`") {
 		t.Fatalf("command %q uses shell syntax this test does not parse", line)
 	}
+	var words []string
+	for i, part := range strings.Split(line, `"`) {
+		if i%2 == 1 {
+			words = append(words, part) // inside quotes: one word
+			continue
+		}
+		words = append(words, strings.Fields(part)...)
+	}
+	if strings.Count(line, `"`)%2 != 0 {
+		t.Fatalf("command %q has an unclosed double quote", line)
+	}
 	env := map[string]string{}
-	words := strings.Fields(line)
 	for len(words) > 0 {
 		k, v, ok := strings.Cut(words[0], "=")
 		if !ok || strings.HasPrefix(k, "-") {

@@ -23,10 +23,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/internal/app"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
-	psiwebhook "github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
 
 // scaleConfig is the configuration of TestRotationRightAfterARestartAtScale, on a control plane of its own.
@@ -353,12 +353,12 @@ func (l *podLoad) stop() (int, []string, []error) {
 func measureCacheBytes(t *testing.T, cfg *rest.Config, src *corev1.Secret, n int) {
 	t.Helper()
 	m := testenv.Matcher(t, scaleConfig)
-	scheme, err := psiwebhook.Scheme()
+	scheme, err := app.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}
 	digest := managed.DigestString(src.Type, src.Data)
-	opts := psiwebhook.CacheOptions(config.NewStaticStore(m), func(config.SecretRef) (string, bool) { return digest, true })
+	opts := app.CacheOptions(config.NewStaticStore(m), func(config.SecretRef) (string, bool) { return digest, true })
 	opts.Scheme = scheme
 	c, err := cache.New(cfg, opts)
 	if err != nil {
