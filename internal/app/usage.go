@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // intro is the first thing --help says: what the program is and how it is called.
@@ -21,11 +22,12 @@ Flags:
 // Usage writes the help of the flags BindFlags registered on fs to w: the introduction, then each group of
 // flags under its title. A flag of fs in no group is listed last, under "Other", so that none is hidden.
 func (o *Options) Usage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprint(w, intro)
+	var b strings.Builder
+	b.WriteString(intro)
 	grouped := map[string]bool{}
 	for _, g := range o.groups {
-		fmt.Fprintf(w, "\n%s:\n", g.title)
-		printFlags(fs, g.names, w)
+		fmt.Fprintf(&b, "\n%s:\n", g.title)
+		printFlags(fs, g.names, &b)
 		for _, name := range g.names {
 			grouped[name] = true
 		}
@@ -37,9 +39,11 @@ func (o *Options) Usage(fs *flag.FlagSet, w io.Writer) {
 		}
 	})
 	if len(other) > 0 {
-		fmt.Fprintf(w, "\nOther:\n")
-		printFlags(fs, other, w)
+		b.WriteString("\nOther:\n")
+		printFlags(fs, other, &b)
 	}
+	// Help goes to a terminal or to stderr: there is no one to tell that it could not be written.
+	_, _ = io.WriteString(w, b.String())
 }
 
 // printFlags writes the named flags of fs to w as flag.PrintDefaults does, with their defaults, not the
