@@ -166,7 +166,8 @@ func (o *Options) bindCertFlags(fs *flag.FlagSet) {
 func (o *Options) bindReconcilerFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.resyncPeriod, "resync-period", 10*time.Minute,
 		"How often every copy is checked again behind the event-driven path; a copy whose digest annotation says it is in step "+
-			"costs no API call. A leader also reads every copy once, this long after it starts leading (0: never).")
+			"costs no API call. Also how often the leader lists the cluster's unfinished Pods to recreate missing copies they reference "+
+			"(and once when it starts leading), and how long after it starts leading it reads every copy once (0: never).")
 	fs.DurationVar(&o.revocationRecheck, "revocation-recheck", time.Minute,
 		"How often a copy that no longer applies is checked again while unfinished Pods reference it, and the age a copy must reach before it is revoked at all.")
 	// A rotation costs one request per copy, so --reconciler-qps is the fan-out's copies per second; the
