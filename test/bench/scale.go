@@ -35,6 +35,8 @@ type scaleOptions struct {
 	settings                      []reconcilerSetting
 	flowSchema                    bool
 	apiserverProfile              string
+	// cpuLimit, when set, is the CPU limit (a Kubernetes quantity) the project runs under, in a cgroup.
+	cpuLimit string
 }
 
 // reconcilerSetting is one set of reconciler flags a rotation is measured with; the zero value passes
@@ -95,48 +97,24 @@ type scaleProject struct {
 	proxy      *testenv.CountingProxy
 }
 
+// runScale runs `bench scale`: it fills a control plane with opted-in namespaces and copies, measures the
+// project's start, memory and idle admissions, then rotates the source once for each reconciler setting.
 func runScale(ctx context.Context, args []string) error {
-	var o scaleOptions
-	var settings string
-	fs := flag.NewFlagSet("scale", flag.ExitOnError)
-	fs.IntVar(&o.namespaces, "namespaces", 10000, "Opted-in namespaces, each given a copy by a Pod create through the webhook.")
-	fs.IntVar(&o.clients, "clients", 16, "Parallel clients creating the namespaces and Pods.")
-	fs.IntVar(&o.idlePods, "idle-pods", 200, "Pod creates in warm namespaces measured while the reconciler is idle.")
-	fs.IntVar(&o.warmSet, "warm-namespaces", 20,
-		"Warm namespaces the measured Pods cycle through. Few, and each given a Pod first: the API server's own admission "+
-			"(LimitRanger, ResourceQuota) makes a live read for a namespace it has not seen for 30 s, which adds ~100 ms to that Pod create.")
-	fs.IntVar(&o.newNamespaces, "idle-new-namespaces", 10, "New namespaces whose first Pod is measured while the reconciler is idle.")
-	fs.BoolVar(&o.serviceAccounts, "serviceaccounts", true,
-		"Give each namespace its default ServiceAccount, as kube-controller-manager does (envtest runs none): the webhook caches ServiceAccounts.")
-	fs.StringVar(&settings, "settings", "default",
-		"Comma-separated reconciler settings, QPS/BURST/WORKERS or default (the binary's), to rotate the source with, one rotation each, "+
-			"each started as soon as a restarted process leads.")
-	fs.BoolVar(&o.flowSchema, "flowschema", false,
-		"Rotate once more with the last setting and a FlowSchema that gives the admission path's copy creates a priority level of their own.")
-	fs.StringVar(&o.apiserverProfile, "apiserver-profile", "",
-		"Write a CPU profile of the API server over the first 10 s of the first rotation to this file.")
-	cpuLimitFlag := fs.String("cpu-limit", "",
-		"Run pullsecret-injector in a CPU cgroup with this limit (a Kubernetes quantity, the chart's is 500m), started inside it "+
-			"so that the Go runtime derives GOMAXPROCS from it as in a Pod; the cgroup is removed at the end.")
-	if err := fs.Parse(args); err != nil {
+	o, err := parseScaleFlags(args)
+	if err != nil {
 		return err
 	}
-	var err error
-	if o.settings, err = parseSettings(settings); err != nil {
-		return err
-	}
-
 	c, err := startCluster(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.stop()
-	if *cpuLimitFlag != "" {
-		if c.projectLimit, err = newCPULimit("psi-bench-project", *cpuLimitFlag); err != nil {
+	if o.cpuLimit != "" {
+		if c.projectLimit, err = newCPULimit("psi-bench-project", o.cpuLimit); err != nil {
 			return err
 		}
 		defer func() { reportErr(c.projectLimit.remove()) }()
-		defer printThrottling("pullsecret-injector", *cpuLimitFlag, c.projectLimit)
+		defer printThrottling("pullsecret-injector", o.cpuLimit, c.projectLimit)
 	}
 	if err := c.bindServiceAccount(ctx); err != nil {
 		return err
@@ -161,83 +139,139 @@ func runScale(ctx context.Context, args []string) error {
 			stopWebhook(p.w)
 		}
 	}()
-	ready0, err := c.restartProject(ctx, p, reconcilerSetting{})
+	f, err := c.scaleStart(ctx, o, p, warmPrefix)
 	if err != nil {
 		return err
+	}
+	printScaleStart(o, f)
+	idleP50, err := c.idleAdmissions(ctx, o, warmPrefix)
+	if err != nil {
+		return err
+	}
+	return c.rotations(ctx, o, p, warmPrefix, idleP50)
+}
+
+// parseScaleFlags parses the flags of `bench scale`.
+func parseScaleFlags(args []string) (scaleOptions, error) {
+	var o scaleOptions
+	var settings string
+	fs := flag.NewFlagSet("scale", flag.ExitOnError)
+	fs.IntVar(&o.namespaces, "namespaces", 10000, "Opted-in namespaces, each given a copy by a Pod create through the webhook.")
+	fs.IntVar(&o.clients, "clients", 16, "Parallel clients creating the namespaces and Pods.")
+	fs.IntVar(&o.idlePods, "idle-pods", 200, "Pod creates in warm namespaces measured while the reconciler is idle.")
+	fs.IntVar(&o.warmSet, "warm-namespaces", 20,
+		"Warm namespaces the measured Pods cycle through. Few, and each given a Pod first: the API server's own admission "+
+			"(LimitRanger, ResourceQuota) makes a live read for a namespace it has not seen for 30 s, which adds ~100 ms to that Pod create.")
+	fs.IntVar(&o.newNamespaces, "idle-new-namespaces", 10, "New namespaces whose first Pod is measured while the reconciler is idle.")
+	fs.BoolVar(&o.serviceAccounts, "serviceaccounts", true,
+		"Give each namespace its default ServiceAccount, as kube-controller-manager does (envtest runs none): the webhook caches ServiceAccounts.")
+	fs.StringVar(&settings, "settings", "default",
+		"Comma-separated reconciler settings, QPS/BURST/WORKERS or default (the binary's), to rotate the source with, one rotation each, "+
+			"each started as soon as a restarted process leads.")
+	fs.BoolVar(&o.flowSchema, "flowschema", false,
+		"Rotate once more with the last setting and a FlowSchema that gives the admission path's copy creates a priority level of their own.")
+	fs.StringVar(&o.apiserverProfile, "apiserver-profile", "",
+		"Write a CPU profile of the API server over the first 10 s of the first rotation to this file.")
+	fs.StringVar(&o.cpuLimit, "cpu-limit", "",
+		"Run pullsecret-injector in a CPU cgroup with this limit (a Kubernetes quantity, the chart's is 500m), started inside it "+
+			"so that the Go runtime derives GOMAXPROCS from it as in a Pod; the cgroup is removed at the end.")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var err error
+	o.settings, err = parseSettings(settings)
+	return o, err
+}
+
+// scaleStartFigures is what `bench scale` measures before any rotation.
+type scaleStartFigures struct {
+	ready0, readyN                   time.Duration
+	rss0, rssRunning, rssReady, rssN memory
+	populate, firstPass              time.Duration
+	firstPassCalls                   map[testenv.RequestKind]int
+}
+
+// scaleStart starts the project on an empty cluster, creates o.namespaces opted-in namespaces with a Pod
+// (and so a copy) each, then restarts the project: it returns the times to ready and the memory at each step.
+func (c *cluster) scaleStart(ctx context.Context, o scaleOptions, p *scaleProject, warmPrefix string) (scaleStartFigures, error) {
+	var f scaleStartFigures
+	var err error
+	if f.ready0, err = c.restartProject(ctx, p, reconcilerSetting{}); err != nil {
+		return f, err
 	}
 	if _, err := reconcilerIdle(ctx, p.metricsURL, 0, time.Minute); err != nil {
-		return err
+		return f, err
 	}
-	rss0, err := readMemory(ctx, p.w.Pid(), p.metricsURL)
-	if err != nil {
-		return err
+	if f.rss0, err = readMemory(ctx, p.w.Pid(), p.metricsURL); err != nil {
+		return f, err
 	}
 	logf("Creating %d opted-in namespaces with a Pod each, through the webhook", o.namespaces)
 	start := time.Now()
 	if err := c.populateScale(ctx, warmPrefix, o.namespaces, o.clients, o.serviceAccounts); err != nil {
-		return err
+		return f, err
 	}
-	populate := time.Since(start)
+	f.populate = time.Since(start)
 	if _, err := reconcilerIdle(ctx, p.metricsURL, o.namespaces, 10*time.Minute); err != nil {
-		return err
+		return f, err
 	}
-	rssRunning, err := readMemory(ctx, p.w.Pid(), p.metricsURL)
-	if err != nil {
-		return err
+	if f.rssRunning, err = readMemory(ctx, p.w.Pid(), p.metricsURL); err != nil {
+		return f, err
 	}
 
 	logf("Restarting pullsecret-injector with %d copies in the cluster", o.namespaces)
-	before := proxy.Counts()
-	readyN, err := c.restartProject(ctx, p, reconcilerSetting{})
-	if err != nil {
-		return err
+	before := p.proxy.Counts()
+	if f.readyN, err = c.restartProject(ctx, p, reconcilerSetting{}); err != nil {
+		return f, err
 	}
-	rssReady, err := readMemory(ctx, p.w.Pid(), p.metricsURL)
-	if err != nil {
-		return err
+	if f.rssReady, err = readMemory(ctx, p.w.Pid(), p.metricsURL); err != nil {
+		return f, err
 	}
-	firstPass, err := reconcilerIdle(ctx, p.metricsURL, o.namespaces, time.Hour)
-	if err != nil {
-		return err
+	if f.firstPass, err = reconcilerIdle(ctx, p.metricsURL, o.namespaces, time.Hour); err != nil {
+		return f, err
 	}
-	firstPassCalls := testenv.CountsSince(before, proxy.Counts())
-	rssN, err := readMemory(ctx, p.w.Pid(), p.metricsURL)
-	if err != nil {
-		return err
-	}
+	f.firstPassCalls = testenv.CountsSince(before, p.proxy.Counts())
+	f.rssN, err = readMemory(ctx, p.w.Pid(), p.metricsURL)
+	return f, err
+}
 
+// printScaleStart prints what scaleStart measured, memory as growth per 1,000 namespaces.
+func printScaleStart(o scaleOptions, f scaleStartFigures) {
 	fmt.Printf("\n== Scale: %d opted-in namespaces, one copy each%s, kube-apiserver %s, %d CPUs ==\n", o.namespaces,
 		map[bool]string{true: " and a default ServiceAccount each"}[o.serviceAccounts], testenv.K8sVersion, runtime.NumCPU())
 	fmt.Printf("namespaces+Pods created through the webhook in %s (%.0f/s from %d clients)\n",
-		populate.Round(time.Second), float64(o.namespaces)/populate.Seconds(), o.clients)
+		f.populate.Round(time.Second), float64(o.namespaces)/f.populate.Seconds(), o.clients)
 	fmt.Printf("start to /readyz OK: %s with no copies, %s with %d copies  [goal <= 5s]\n",
-		ready0.Round(time.Millisecond), readyN.Round(time.Millisecond), o.namespaces)
+		f.ready0.Round(time.Millisecond), f.readyN.Round(time.Millisecond), o.namespaces)
 	perThousand := func(m memory) string {
 		k := float64(o.namespaces) / 1000
-		return fmt.Sprintf("%.2f MiB (heap in use %.2f MiB)", float64(m.rss-rss0.rss)/(1<<20)/k, float64(m.heap-rss0.heap)/(1<<20)/k)
+		return fmt.Sprintf("%.2f MiB (heap in use %.2f MiB)", float64(m.rss-f.rss0.rss)/(1<<20)/k, float64(m.heap-f.rss0.heap)/(1<<20)/k)
 	}
-	fmt.Printf("RSS with no copies: %s\n", rss0)
+	fmt.Printf("RSS with no copies: %s\n", f.rss0)
 	fmt.Printf("RSS with %d copies and namespaces, and growth per 1,000 of them  [goal <= 2 MiB]:\n", o.namespaces)
-	fmt.Printf("  running, after creating them:      %s; %s\n", rssRunning, perThousand(rssRunning))
-	fmt.Printf("  restarted, at ready:               %s; %s\n", rssReady, perThousand(rssReady))
-	fmt.Printf("  after the reconciler's first pass: %s; %s (peak RSS of the process %s)\n", rssN, perThousand(rssN),
-		testenv.MiB(rssN.peak))
-	fmt.Printf("reconciler's first pass after the restart: %s; API requests: %s\n", firstPass.Round(time.Second),
-		testenv.FormatCounts(firstPassCalls, "leases.coordination.k8s.io", "events.k8s.io", "events"))
+	fmt.Printf("  running, after creating them:      %s; %s\n", f.rssRunning, perThousand(f.rssRunning))
+	fmt.Printf("  restarted, at ready:               %s; %s\n", f.rssReady, perThousand(f.rssReady))
+	fmt.Printf("  after the reconciler's first pass: %s; %s (peak RSS of the process %s)\n", f.rssN, perThousand(f.rssN),
+		testenv.MiB(f.rssN.peak))
+	fmt.Printf("reconciler's first pass after the restart: %s; API requests: %s\n", f.firstPass.Round(time.Second),
+		testenv.FormatCounts(f.firstPassCalls, "leases.coordination.k8s.io", "events.k8s.io", "events"))
+}
 
+// idleAdmissions measures Pod creates while the reconciler is idle, in warm namespaces and as the first
+// Pod of new ones, prints them and returns the two medians, which the rotations compare with.
+func (c *cluster) idleAdmissions(ctx context.Context, o scaleOptions, warmPrefix string) ([2]time.Duration, error) {
 	idle, err := c.warmAdmissions(ctx, warmPrefix, o.warmSet, o.idlePods)
 	if err != nil {
-		return err
+		return [2]time.Duration{}, err
 	}
 	var idleFresh []time.Duration
 	for i := range o.newNamespaces {
 		ns := fmt.Sprintf("bench-new-idle-%04d", i)
 		if err := c.createNamespace(ctx, ns, true); err != nil {
-			return err
+			return [2]time.Duration{}, err
 		}
 		d, err := c.createPod(ctx, ns, true)
 		if err != nil {
-			return err
+			return [2]time.Duration{}, err
 		}
 		idleFresh = append(idleFresh, d)
 	}
@@ -245,7 +279,12 @@ func runScale(ctx context.Context, args []string) error {
 	fmt.Printf("Reconciler idle: Pod create in a warm namespace p50 %s p99 %s; first Pod of a new namespace p50 %s max %s\n",
 		idleP50.Round(10*time.Microsecond), testenv.Percentile(idle, 99).Round(10*time.Microsecond),
 		idleFreshP50.Round(10*time.Microsecond), testenv.Percentile(idleFresh, 100).Round(10*time.Microsecond))
+	return [2]time.Duration{idleP50, idleFreshP50}, nil
+}
 
+// rotations rotates the source once for each of o.settings, each right after a restart with it, and once
+// more with a FlowSchema if o.flowSchema.
+func (c *cluster) rotations(ctx context.Context, o scaleOptions, p *scaleProject, warmPrefix string, idleP50 [2]time.Duration) error {
 	for i, s := range o.settings {
 		// Each rotation starts as soon as a restarted process leads: its first pass and the fan-out are one.
 		logf("Restarting pullsecret-injector with %s, to rotate as soon as it leads", s)
@@ -259,7 +298,7 @@ func runScale(ctx context.Context, args []string) error {
 		if i == 0 {
 			profile = o.apiserverProfile
 		}
-		if err := c.rotate(ctx, o, p, warmPrefix, i+1, [2]time.Duration{idleP50, idleFreshP50}, false, profile); err != nil {
+		if err := c.rotate(ctx, o, p, warmPrefix, i+1, idleP50, false, profile); err != nil {
 			return err
 		}
 	}
@@ -267,7 +306,7 @@ func runScale(ctx context.Context, args []string) error {
 		if err := c.createFlowSchema(ctx); err != nil {
 			return err
 		}
-		if err := c.rotate(ctx, o, p, warmPrefix, len(o.settings)+1, [2]time.Duration{idleP50, idleFreshP50}, true, ""); err != nil {
+		if err := c.rotate(ctx, o, p, warmPrefix, len(o.settings)+1, idleP50, true, ""); err != nil {
 			return err
 		}
 	}
@@ -373,27 +412,13 @@ type rotation struct {
 // namespaces one after another and, every second, the first Pod of a new namespace meanwhile.
 func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, prefix string, n int, idleP50 [2]time.Duration,
 	flowSchema bool, apiserverProfile string) error {
-	// New, valid credentials: base64 of "bench:<password>" (an invalid one would put a warning on every Pod).
-	password := strconv.Itoa(n) + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)
-	newConfig := []byte(fmt.Sprintf(`{"auths":{"%s":{"auth":"%s"}}}`, registry, base64.StdEncoding.EncodeToString([]byte("bench:"+password))))
-	list, err := c.cs.CoreV1().Secrets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: managed.Selector})
+	newConfig := rotatedConfig(n)
+	pending, w, err := c.watchCopies(ctx, prefix)
 	if err != nil {
-		return fmt.Errorf("list copies: %w", err)
-	}
-	pending := map[string]bool{}
-	for _, s := range list.Items {
-		if strings.HasPrefix(s.Namespace, prefix+"-") {
-			pending[s.Namespace] = true
-		}
-	}
-	total := len(pending)
-	w, err := c.cs.CoreV1().Secrets(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{
-		LabelSelector: managed.Selector, ResourceVersion: list.ResourceVersion})
-	if err != nil {
-		return fmt.Errorf("watch copies: %w", err)
+		return err
 	}
 	defer w.Stop()
-
+	total := len(pending)
 	pids, err := c.pids(p)
 	if err != nil {
 		return err
@@ -403,16 +428,118 @@ func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, p
 	}
 	var r rotation
 	cpu0 := cpuTimes(pids)
-	if r.apiserver[0], err = c.apiserverMetrics(ctx); err != nil {
-		return err
-	}
-	if r.project[0], err = testenv.ScrapeURL(ctx, p.metricsURL); err != nil {
+	if r.apiserver[0], r.project[0], err = c.rotationMetrics(ctx, p); err != nil {
 		return err
 	}
 	rotated := func(ns string) bool { return strings.HasPrefix(ns, prefix+"-") && ns != p.probeNamespace }
 	others := func(ns string) bool { return !rotated(ns) }
 	calls0, rest0 := p.proxy.CountsIn(rotated), p.proxy.CountsIn(others)
 
+	stopLoad := c.startRotationLoad(ctx, prefix, o.warmSet, n, &r)
+	profileDone := c.startAPIServerProfile(ctx, apiserverProfile)
+
+	logf("Rotation %d (%s%s): fanning out to %d copies", n, p.setting, map[bool]string{true: ", with the FlowSchema"}[flowSchema], total)
+	start := time.Now()
+	if err := c.writeSource(ctx, newConfig); err != nil {
+		stopLoad()
+		return err
+	}
+	if err := waitRotated(w, pending, newConfig); err != nil {
+		stopLoad()
+		return err
+	}
+	r.fanOut = time.Since(start)
+	r.calls, r.rest = testenv.CountsSince(calls0, p.proxy.CountsIn(rotated)), testenv.CountsSince(rest0, p.proxy.CountsIn(others))
+	stopLoad()
+	r.cpu = cpuDeltas(cpu0, cpuTimes(pids))
+	if r.apiserver[1], r.project[1], err = c.rotationMetrics(ctx, p); err != nil {
+		return err
+	}
+	if err := <-profileDone; err != nil {
+		return err
+	}
+	printRotation(p, n, total, idleP50, flowSchema, r)
+	if apiserverProfile != "" {
+		return printAPIServerProfile(apiserverProfile)
+	}
+	return nil
+}
+
+// rotationMetrics scrapes the API server's metrics and the project's.
+func (c *cluster) rotationMetrics(ctx context.Context, p *scaleProject) (apiserver, project testenv.Metrics, err error) {
+	if apiserver, err = c.apiserverMetrics(ctx); err != nil {
+		return apiserver, project, err
+	}
+	project, err = testenv.ScrapeURL(ctx, p.metricsURL)
+	return apiserver, project, err
+}
+
+// startAPIServerProfile records a CPU profile of the API server's next 10 s to path, unless path is empty;
+// the channel it returns receives the recording's error once done.
+func (c *cluster) startAPIServerProfile(ctx context.Context, path string) <-chan error {
+	done := make(chan error, 1)
+	if path == "" {
+		done <- nil
+		return done
+	}
+	go func() { done <- c.apiserverProfile(ctx, 10*time.Second, path) }()
+	return done
+}
+
+// rotatedConfig returns the source's bytes for rotation n: new, valid credentials, base64 of
+// "bench:<password>" (an invalid one would put a warning on every Pod).
+func rotatedConfig(n int) []byte {
+	password := strconv.Itoa(n) + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	return []byte(fmt.Sprintf(`{"auths":{"%s":{"auth":"%s"}}}`, registry, base64.StdEncoding.EncodeToString([]byte("bench:"+password))))
+}
+
+// watchCopies lists the copies in the namespaces prefix-* and watches every copy from that list on: it
+// returns the namespaces whose copy is still to rotate, and the watch, which the caller stops.
+func (c *cluster) watchCopies(ctx context.Context, prefix string) (map[string]bool, watch.Interface, error) {
+	list, err := c.cs.CoreV1().Secrets(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: managed.Selector})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list copies: %w", err)
+	}
+	pending := map[string]bool{}
+	for _, s := range list.Items {
+		if strings.HasPrefix(s.Namespace, prefix+"-") {
+			pending[s.Namespace] = true
+		}
+	}
+	w, err := c.cs.CoreV1().Secrets(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{
+		LabelSelector: managed.Selector, ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		return nil, nil, fmt.Errorf("watch copies: %w", err)
+	}
+	return pending, w, nil
+}
+
+// waitRotated waits until every namespace in pending has seen its copy modified to newConfig, deleting
+// each from pending as it does.
+func waitRotated(w watch.Interface, pending map[string]bool, newConfig []byte) error {
+	total := len(pending)
+	timeout := time.After(30*time.Minute + time.Duration(total)*100*time.Millisecond)
+	for len(pending) > 0 {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return fmt.Errorf("watch of copies ended with %d of %d copies not rotated", len(pending), total)
+			}
+			if s, isSecret := ev.Object.(*corev1.Secret); isSecret && ev.Type == watch.Modified &&
+				bytes.Equal(s.Data[corev1.DockerConfigJsonKey], newConfig) {
+				delete(pending, s.Namespace)
+			}
+		case <-timeout:
+			return fmt.Errorf("%d of %d copies not rotated in time", len(pending), total)
+		}
+	}
+	return nil
+}
+
+// startRotationLoad creates, until the returned stop is called, Pods in the first warmSet warm namespaces
+// one after another and, every second, the first Pod of a new namespace; it records their latencies and
+// failures in r. stop returns once both loops have ended; failures after it are not counted.
+func (c *cluster) startRotationLoad(ctx context.Context, prefix string, warmSet, n int, r *rotation) (stop func()) {
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -432,7 +559,7 @@ func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, p
 	}
 	wg.Go(func() {
 		for i := 0; loadCtx.Err() == nil; i++ {
-			d, err := c.createPod(loadCtx, fmt.Sprintf("%s-%05d", prefix, i%o.warmSet), true)
+			d, err := c.createPod(loadCtx, fmt.Sprintf("%s-%05d", prefix, i%warmSet), true)
 			record(&r.warm, &r.warmErrs, d, err)
 		}
 	})
@@ -454,64 +581,22 @@ func (c *cluster) rotate(ctx context.Context, o scaleOptions, p *scaleProject, p
 			record(&r.fresh, &r.freshErr, d, err)
 		}
 	})
-	profileDone := make(chan error, 1)
-	if apiserverProfile != "" {
-		go func() { profileDone <- c.apiserverProfile(ctx, 10*time.Second, apiserverProfile) }()
-	} else {
-		profileDone <- nil
-	}
-
-	logf("Rotation %d (%s%s): fanning out to %d copies", n, p.setting, map[bool]string{true: ", with the FlowSchema"}[flowSchema], total)
-	start := time.Now()
-	if err := c.writeSource(ctx, newConfig); err != nil {
+	return func() {
 		stopLoad()
 		wg.Wait()
-		return err
 	}
-	timeout := time.After(30*time.Minute + time.Duration(total)*100*time.Millisecond)
-	for len(pending) > 0 {
-		select {
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				stopLoad()
-				wg.Wait()
-				return fmt.Errorf("watch of copies ended with %d of %d copies not rotated", len(pending), total)
-			}
-			if s, isSecret := ev.Object.(*corev1.Secret); isSecret && ev.Type == watch.Modified &&
-				bytes.Equal(s.Data[corev1.DockerConfigJsonKey], newConfig) {
-				delete(pending, s.Namespace)
-			}
-		case <-timeout:
-			stopLoad()
-			wg.Wait()
-			return fmt.Errorf("%d of %d copies not rotated in time", len(pending), total)
-		}
+}
+
+// printAPIServerProfile prints the API server profile's inclusive shares of apiserverStages.
+func printAPIServerProfile(path string) error {
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount", "500", path).Output()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %w", err)
 	}
-	r.fanOut = time.Since(start)
-	r.calls, r.rest = testenv.CountsSince(calls0, p.proxy.CountsIn(rotated)), testenv.CountsSince(rest0, p.proxy.CountsIn(others))
-	stopLoad()
-	wg.Wait()
-	r.cpu = cpuDeltas(cpu0, cpuTimes(pids))
-	if r.apiserver[1], err = c.apiserverMetrics(ctx); err != nil {
-		return err
-	}
-	if r.project[1], err = testenv.ScrapeURL(ctx, p.metricsURL); err != nil {
-		return err
-	}
-	if err := <-profileDone; err != nil {
-		return err
-	}
-	printRotation(p, n, total, idleP50, flowSchema, r)
-	if apiserverProfile != "" {
-		top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount", "500", apiserverProfile).Output()
-		if err != nil {
-			return fmt.Errorf("go tool pprof: %w", err)
-		}
-		fmt.Printf("API server CPU profile, first 10 s of the fan-out, inclusive (go tool pprof -top -cum %s):\n", apiserverProfile)
-		for line := range strings.Lines(string(top)) {
-			if strings.HasPrefix(line, "Duration") || slices.ContainsFunc(apiserverStages, func(s string) bool { return strings.Contains(line, s) }) {
-				fmt.Print(line)
-			}
+	fmt.Printf("API server CPU profile, first 10 s of the fan-out, inclusive (go tool pprof -top -cum %s):\n", path)
+	for line := range strings.Lines(string(top)) {
+		if strings.HasPrefix(line, "Duration") || slices.ContainsFunc(apiserverStages, func(s string) bool { return strings.Contains(line, s) }) {
+			fmt.Print(line)
 		}
 	}
 	return nil
