@@ -60,10 +60,15 @@ func Build(m *config.Matcher, opts Options) (*admissionregistrationv1.MutatingAd
 	if err != nil {
 		return nil, nil, err
 	}
+	return newPolicy(opts.PolicyName, variables, mutation), newBinding(bindingName, opts.PolicyName, nsSelector), nil
+}
 
-	policy := &admissionregistrationv1.MutatingAdmissionPolicy{
+// newPolicy returns the MutatingAdmissionPolicy called name that matches every Pod CREATE and applies
+// mutation with variables; which Pods it applies to is the binding's business.
+func newPolicy(name string, variables []admissionregistrationv1.Variable, mutation string) *admissionregistrationv1.MutatingAdmissionPolicy {
+	return &admissionregistrationv1.MutatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "MutatingAdmissionPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: opts.PolicyName},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{
 			MatchConstraints: &admissionregistrationv1.MatchResources{
 				NamespaceSelector: &metav1.LabelSelector{},
@@ -93,11 +98,16 @@ func Build(m *config.Matcher, opts Options) (*admissionregistrationv1.MutatingAd
 			ReinvocationPolicy: admissionregistrationv1.IfNeededReinvocationPolicy,
 		},
 	}
-	binding := &admissionregistrationv1.MutatingAdmissionPolicyBinding{
+}
+
+// newBinding returns the binding called name of policyName to the namespaces nsSelector selects, minus the
+// Pods labelled config.InjectLabel=config.InjectDisabled.
+func newBinding(name, policyName string, nsSelector *metav1.LabelSelector) *admissionregistrationv1.MutatingAdmissionPolicyBinding {
+	return &admissionregistrationv1.MutatingAdmissionPolicyBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "MutatingAdmissionPolicyBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: bindingName},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{
-			PolicyName: opts.PolicyName,
+			PolicyName: policyName,
 			MatchResources: &admissionregistrationv1.MatchResources{
 				NamespaceSelector: nsSelector,
 				ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
@@ -107,7 +117,6 @@ func Build(m *config.Matcher, opts Options) (*admissionregistrationv1.MutatingAd
 			},
 		},
 	}
-	return policy, binding, nil
 }
 
 // namespaceSelector returns global as a label selector, with the excluded namespaces left out by name.
@@ -186,49 +195,62 @@ func expressions(entries []config.Entry, regexps []string) ([]admissionregistrat
 		})
 	}
 
-	// first[i] says that entries[i] matches and no earlier entry naming its Secret does: the webhook adds
-	// a Secret where its first matching entry comes in config order.
 	var added, injected []string
-	for i, e := range entries {
-		name := e.Registry.Secret.Name
-		first := []string{"variables." + matchVar(i)}
-		var patterns []string
-		for j, other := range entries {
-			if other.Registry.Secret.Name != name {
-				continue
-			}
-			if j < i {
-				first = append(first, "!variables."+matchVar(j))
-			}
-			registry, err := json.Marshal(other.Registry.Registry)
-			if err != nil {
-				return nil, "", fmt.Errorf("encode registry %q: %w", other.Registry.Registry, err)
-			}
-			patterns = append(patterns, fmt.Sprintf("variables.%s ? %s : ''", matchVar(j), quote(string(registry))))
-		}
-		selected, err := selectorExpression(e.Registry.NamespaceSelector, "variables."+varLabels)
+	for i := range entries {
+		a, inj, err := entryExpressions(entries, i)
 		if err != nil {
-			return nil, "", fmt.Errorf("compile registries[%d].namespaceSelector: %w", e.Index, err)
+			return nil, "", err
 		}
-		secret, err := json.Marshal(name)
-		if err != nil {
-			return nil, "", fmt.Errorf("encode secret name %q: %w", name, err)
-		}
-		wanted := strings.Join(append(first, selected), " && ")
-		referenced := fmt.Sprintf("%s in variables.%s", quote(name), varExisting)
-		added = append(added, fmt.Sprintf("%s && !(%s) ? %s : ''", wanted, referenced, quote(name)))
-		// A Secret the Pod references counts as injected when the annotation it arrived with says so:
-		// this policy wrote it in an earlier invocation for the same Pod.
-		previously := fmt.Sprintf("variables.%s.contains(%s)", varPrevious, quote(`{"secret":`+string(secret)+`,`))
-		fragment := fmt.Sprintf(`%s + [%s].filter(x, x != '').join(',') + ']}'`,
-			quote(`{"secret":`+string(secret)+`,"registries":[`), strings.Join(patterns, ", "))
-		injected = append(injected, fmt.Sprintf("%s && (!(%s) || %s) ? %s : ''", wanted, referenced, previously, fragment))
+		added, injected = append(added, a), append(injected, inj)
 	}
 	vars = append(vars,
 		admissionregistrationv1.Variable{Name: varAdded, Expression: "[" + strings.Join(added, ",\n") + "].filter(x, x != '')"},
 		admissionregistrationv1.Variable{Name: varInjected, Expression: "[" + strings.Join(injected, ",\n") + "].filter(x, x != '')"},
 	)
 	return vars, mutationExpression, nil
+}
+
+// entryExpressions returns entries[i]'s items of the added and injected lists: its Secret's name, and its
+// annotation fragment {"secret": name, "registries": [...]}, each where entries[i] is the first matching
+// entry naming that Secret, else ”.
+func entryExpressions(entries []config.Entry, i int) (added, injected string, err error) {
+	e := entries[i]
+	name := e.Registry.Secret.Name
+	// first says that entries[i] matches and no earlier entry naming its Secret does: the webhook adds
+	// a Secret where its first matching entry comes in config order.
+	first := []string{"variables." + matchVar(i)}
+	var patterns []string
+	for j, other := range entries {
+		if other.Registry.Secret.Name != name {
+			continue
+		}
+		if j < i {
+			first = append(first, "!variables."+matchVar(j))
+		}
+		registry, err := json.Marshal(other.Registry.Registry)
+		if err != nil {
+			return "", "", fmt.Errorf("encode registry %q: %w", other.Registry.Registry, err)
+		}
+		patterns = append(patterns, fmt.Sprintf("variables.%s ? %s : ''", matchVar(j), quote(string(registry))))
+	}
+	selected, err := selectorExpression(e.Registry.NamespaceSelector, "variables."+varLabels)
+	if err != nil {
+		return "", "", fmt.Errorf("compile registries[%d].namespaceSelector: %w", e.Index, err)
+	}
+	secret, err := json.Marshal(name)
+	if err != nil {
+		return "", "", fmt.Errorf("encode secret name %q: %w", name, err)
+	}
+	wanted := strings.Join(append(first, selected), " && ")
+	referenced := fmt.Sprintf("%s in variables.%s", quote(name), varExisting)
+	added = fmt.Sprintf("%s && !(%s) ? %s : ''", wanted, referenced, quote(name))
+	// A Secret the Pod references counts as injected when the annotation it arrived with says so:
+	// this policy wrote it in an earlier invocation for the same Pod.
+	previously := fmt.Sprintf("variables.%s.contains(%s)", varPrevious, quote(`{"secret":`+string(secret)+`,`))
+	fragment := fmt.Sprintf(`%s + [%s].filter(x, x != '').join(',') + ']}'`,
+		quote(`{"secret":`+string(secret)+`,"registries":[`), strings.Join(patterns, ", "))
+	injected = fmt.Sprintf("%s && (!(%s) || %s) ? %s : ''", wanted, referenced, previously, fragment)
+	return added, injected, nil
 }
 
 // imagesExpression lists every image the kubelet pulls for the Pod: init, regular and ephemeral
