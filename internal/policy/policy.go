@@ -212,7 +212,7 @@ func expressions(entries []config.Entry, regexps []string) ([]admissionregistrat
 
 // entryExpressions returns entries[i]'s items of the added and injected lists: its Secret's name, and its
 // annotation fragment {"secret": name, "registries": [...]}, each where entries[i] is the first matching
-// entry naming that Secret, else ”.
+// entry naming that Secret, else the empty string.
 func entryExpressions(entries []config.Entry, i int) (added, injected string, err error) {
 	e := entries[i]
 	name := e.Registry.Secret.Name

@@ -68,56 +68,19 @@ func StartRegistry(ctx context.Context, binary, dir string, users map[string]str
 	}
 }
 
+// startRegistry makes one attempt of StartRegistry.
 func startRegistry(ctx context.Context, binary, dir string, users map[string]string) (*Registry, error) {
-	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("127.0.0.1", nil, nil)
-	if err != nil {
-		return nil, fmt.Errorf("generate registry certificate: %w", err)
-	}
-	// The bundle is the serving certificate followed by the CA that signed it; only the CA is trusted, so
-	// that the client verifies the chain as it would for a real registry.
-	chain, err := certutil.ParseCertsPEM(certPEM)
-	if err != nil || len(chain) != 2 {
-		return nil, fmt.Errorf("parse registry certificate bundle (%d certificates): %w", len(chain), err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(chain[1])
-
-	htpasswd, err := htpasswdFile(users)
+	certPEM, keyPEM, pool, err := registryCertificate()
 	if err != nil {
 		return nil, err
-	}
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("generate registry http secret: %w", err)
 	}
 	ports, err := FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
 	host := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	files := map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "htpasswd": htpasswd}
-	cfg, err := yaml.Marshal(map[string]any{
-		"version": "0.1",
-		"log":     map[string]any{"level": "info", "formatter": "text"},
-		"storage": map[string]any{
-			"filesystem":  map[string]any{"rootdirectory": filepath.Join(dir, "storage")},
-			"maintenance": map[string]any{"uploadpurging": map[string]any{"enabled": false}},
-		},
-		"http": map[string]any{
-			"addr":   host,
-			"secret": fmt.Sprintf("%x", secret),
-			"tls":    map[string]any{"certificate": filepath.Join(dir, "tls.crt"), "key": filepath.Join(dir, "tls.key")},
-		},
-		"auth": map[string]any{"htpasswd": map[string]any{"realm": "pullsecret-injector-e2e", "path": filepath.Join(dir, "htpasswd")}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encode registry configuration: %w", err)
-	}
-	files["config.yml"] = cfg
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			return nil, fmt.Errorf("write registry file %q: %w", name, err)
-		}
+	if err := writeRegistryFiles(dir, host, certPEM, keyPEM, users); err != nil {
+		return nil, err
 	}
 
 	logFile, err := os.Create(filepath.Join(dir, "registry.log"))
@@ -146,6 +109,61 @@ func startRegistry(ctx context.Context, binary, dir string, users map[string]str
 		return nil, fmt.Errorf("%w\n--- registry log ---\n%s", err, r.Log())
 	}
 	return r, nil
+}
+
+// registryCertificate returns a serving certificate for 127.0.0.1 and the pool of the CA that signed it.
+func registryCertificate() (certPEM, keyPEM []byte, pool *x509.CertPool, err error) {
+	certPEM, keyPEM, err = certutil.GenerateSelfSignedCertKey("127.0.0.1", nil, nil)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generate registry certificate: %w", err)
+	}
+	// The bundle is the serving certificate followed by the CA that signed it; only the CA is trusted, so
+	// that the client verifies the chain as it would for a real registry.
+	chain, err := certutil.ParseCertsPEM(certPEM)
+	if err != nil || len(chain) != 2 {
+		return nil, nil, nil, fmt.Errorf("parse registry certificate bundle (%d certificates): %w", len(chain), err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(chain[1])
+	return certPEM, keyPEM, pool, nil
+}
+
+// writeRegistryFiles writes into dir the registry's configuration (config.yml, serving on host), its
+// certificate and key, and its htpasswd file admitting users.
+func writeRegistryFiles(dir, host string, certPEM, keyPEM []byte, users map[string]string) error {
+	htpasswd, err := htpasswdFile(users)
+	if err != nil {
+		return err
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return fmt.Errorf("generate registry http secret: %w", err)
+	}
+	files := map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM, "htpasswd": htpasswd}
+	cfg, err := yaml.Marshal(map[string]any{
+		"version": "0.1",
+		"log":     map[string]any{"level": "info", "formatter": "text"},
+		"storage": map[string]any{
+			"filesystem":  map[string]any{"rootdirectory": filepath.Join(dir, "storage")},
+			"maintenance": map[string]any{"uploadpurging": map[string]any{"enabled": false}},
+		},
+		"http": map[string]any{
+			"addr":   host,
+			"secret": fmt.Sprintf("%x", secret),
+			"tls":    map[string]any{"certificate": filepath.Join(dir, "tls.crt"), "key": filepath.Join(dir, "tls.key")},
+		},
+		"auth": map[string]any{"htpasswd": map[string]any{"realm": "pullsecret-injector-e2e", "path": filepath.Join(dir, "htpasswd")}},
+	})
+	if err != nil {
+		return fmt.Errorf("encode registry configuration: %w", err)
+	}
+	files["config.yml"] = cfg
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return fmt.Errorf("write registry file %q: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // waitServing polls GET /v2/ until the registry answers it over TLS. Without credentials the answer is 401,
