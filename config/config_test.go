@@ -11,18 +11,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
-const validYAML = `
-namespaceSelector:
-  matchLabels: {pullsecret-injector.io/inject: enabled}
-registries:
-  - registry: registry.example.com:5000/team-a
-    secret: {namespace: pullsecret-injector, name: team-a-regcred}
-  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
-    secret: {namespace: pullsecret-injector, name: ecr-regcred}
-    namespaceSelector: {matchLabels: {team: payments}}
-`
+// validYAML is the example of docs/configuration.md, which validConfig decodes.
+const validYAML = fixtures.DocsExample
 
 func validConfig() *Config {
 	return &Config{

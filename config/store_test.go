@@ -12,6 +12,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 const reloadedYAML = `
@@ -24,24 +26,8 @@ registries:
 // is a symlink to ..data/config.yaml, and ..data is swapped to a new directory in one rename.
 func swapConfigMapVolume(t *testing.T, dir, content string) {
 	t.Helper()
-	version := filepath.Join(dir, ".."+strings.ReplaceAll(time.Now().Format("150405.000000000"), ".", "_"))
-	if err := os.Mkdir(version, 0o755); err != nil {
+	if err := fixtures.WriteConfigMapVolume(dir, "config.yaml", []byte(content)); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(version, "config.yaml"), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	if err := os.Symlink(filepath.Base(version), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Lstat(filepath.Join(dir, "config.yaml")); os.IsNotExist(err) {
-		if err := os.Symlink(filepath.Join("..data", "config.yaml"), filepath.Join(dir, "config.yaml")); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

@@ -28,9 +28,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 const testConfig = `
@@ -988,7 +988,7 @@ func TestServiceAccountMemoFollowsTheConfiguration(t *testing.T) {
 	if resp := f.injector.Handle(context.Background(), req); !hasWarning(resp, `does not list "quay-regcred"`) || len(applied(t, req, resp)) != 0 {
 		t.Fatalf("before the reload: references %v, warnings %q; want none and the warning", applied(t, req, resp), resp.Warnings)
 	}
-	f.injector.Config = config.NewStaticStore(testenv.Matcher(t, testConfig+`
+	f.injector.Config = config.NewStaticStore(configtest.Matcher(t, testConfig+`
   - registry: new.example.com
     secret: {namespace: psi, name: new-regcred}
 `))

@@ -24,7 +24,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 // stubReader answers every Get with get, for clusters too large for the fake client: thousands of
@@ -146,14 +146,14 @@ func TestMemosAreBoundedInBytes(t *testing.T) {
 			// A logger of its own: controller-runtime's global one, never set in tests, keeps every logger
 			// derived from it until it is.
 			ctx := logf.IntoContext(context.Background(), logr.Discard())
-			before := testenv.HeapAlloc()
+			before := fixtures.HeapAlloc()
 			for i := range objects {
 				req := podRequest(t, fmt.Sprintf("ns-%d", i), tc.pod(i))
 				if resp := h.Handle(ctx, req); !resp.Allowed {
 					t.Fatalf("Pod %d refused: %v", i, resp.Result)
 				}
 			}
-			held := testenv.HeapAlloc() - before
+			held := fixtures.HeapAlloc() - before
 			runtime.KeepAlive(h)
 			t.Logf("%d objects: the injector holds %d bytes more", objects, held)
 			if held > tc.bound {

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 func saMeta(ns, name, rv string, enforce string) *metav1.PartialObjectMetadata {
@@ -96,7 +96,7 @@ func TestEnforcingServiceAccountsKeepNothingOfTheOthers(t *testing.T) {
 	for i := range objs {
 		objs[i] = saMeta(fmt.Sprintf("team-%05d", i), "default", "1", "false")
 	}
-	before := testenv.HeapAlloc()
+	before := fixtures.HeapAlloc()
 	if err := s.Replace(objs, "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestEnforcingServiceAccountsKeepNothingOfTheOthers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if retained := testenv.HeapAlloc() - before; retained > 64<<10 {
+	if retained := fixtures.HeapAlloc() - before; retained > 64<<10 {
 		t.Errorf("%d ServiceAccounts that do not enforce retain %d bytes, want next to none", n, retained)
 	}
 	if len(s.keys) != 0 {

@@ -19,17 +19,13 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 const testConfig = `
 registries:
-  - registry: registry.example.com:5000/team-a
-    secret: {namespace: pullsecret-injector, name: team-a-regcred}
-  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
-    secret: {namespace: pullsecret-injector, name: ecr-regcred}
-    namespaceSelector: {matchLabels: {team: payments}}
-  - registry: docker.io/myorg
+` + fixtures.ExampleRegistries + `  - registry: docker.io/myorg
     secret: {namespace: pullsecret-injector, name: hub-regcred}
   - registry: https://index.docker.io/v1/
     secret: {namespace: pullsecret-injector, name: hub-regcred}
@@ -43,7 +39,7 @@ sources: not checked (no --kubeconfig)
 
 func matcher(t *testing.T) *config.Matcher {
 	t.Helper()
-	return testenv.Matcher(t, testConfig)
+	return configtest.Matcher(t, testConfig)
 }
 
 func TestRunWithoutCluster(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 // FuzzReport checks that the report of a run against a cluster never shows a credential of the source
@@ -29,7 +29,7 @@ func FuzzReport(f *testing.F) {
 	f.Add("http://", "a@b", "%40", "a.example.com", "/A", "quay.io/x")
 	f.Add("", "", "\x00\xff\u202e", "quay.io", "/a b", "quay.io/a")
 	f.Fuzz(func(t *testing.T, scheme, user, password, host, path, image string) {
-		password = testenv.PlantSecret(t, password, scheme, user, host, path, image)
+		password = fixtures.PlantSecret(t, password, scheme, user, host, path, image)
 		keys := []string{
 			scheme + user + ":" + password + "@" + host + path,
 			scheme + url.UserPassword(user, password).String() + "@" + host + path,
@@ -52,7 +52,7 @@ func FuzzReport(f *testing.F) {
 		var out, errOut bytes.Buffer
 		Run(context.Background(), Options{Matcher: matcher(t), Client: client}, []string{image, "quay.io/x"}, &out, &errOut)
 		report := out.String() + errOut.String()
-		if strings.Contains(report, testenv.SecretMarker) {
+		if strings.Contains(report, fixtures.SecretMarker) {
 			t.Fatalf("the report shows a credential:\n%s", report)
 		}
 		for _, line := range strings.Split(report, "\n") {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/redact"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 // FuzzCheck checks that Check never panics, returns a Reason from reasons, and never puts a credential into
@@ -52,7 +52,7 @@ func FuzzCheck(f *testing.F) {
 		f.Add([]byte(s.doc), s.pattern, s.secret)
 	}
 	f.Fuzz(func(t *testing.T, doc []byte, pattern, secret string) {
-		secret = testenv.PlantSecret(t, secret, pattern, string(doc))
+		secret = fixtures.PlantSecret(t, secret, pattern, string(doc))
 		escaped, _ := json.Marshal(secret)
 		auth := base64.StdEncoding.EncodeToString([]byte("robot:" + secret))
 		s := string(doc)
@@ -88,7 +88,7 @@ func FuzzCheck(f *testing.F) {
 			texts = append(append(texts, QuoteKeys(offered)), offered...)
 		}
 		for _, text := range texts {
-			if strings.Contains(text, testenv.SecretMarker) {
+			if strings.Contains(text, fixtures.SecretMarker) {
 				t.Fatalf("a credential is shown: %s", text)
 			}
 			if len(auth) >= 12 && strings.Contains(text, auth) {
@@ -121,8 +121,8 @@ func shownByDesign(k string) bool {
 		withScheme = "https://" + k
 	}
 	if u, err := url.Parse(withScheme); err == nil {
-		return strings.Contains(u.Host, testenv.SecretMarker) || strings.Contains(u.Path, testenv.SecretMarker) ||
-			strings.Contains(u.EscapedPath(), testenv.SecretMarker)
+		return strings.Contains(u.Host, fixtures.SecretMarker) || strings.Contains(u.Path, fixtures.SecretMarker) ||
+			strings.Contains(u.EscapedPath(), fixtures.SecretMarker)
 	}
 	sep := max(strings.LastIndex(k, "@"), strings.LastIndex(k, "%40"))
 	query := strings.IndexAny(k, "?#")
@@ -130,7 +130,7 @@ func shownByDesign(k string) bool {
 		return false
 	}
 	for i := 0; ; {
-		j := strings.Index(k[i:], testenv.SecretMarker)
+		j := strings.Index(k[i:], fixtures.SecretMarker)
 		if j < 0 {
 			return false
 		}

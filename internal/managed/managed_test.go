@@ -18,7 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 func source() *corev1.Secret {
@@ -212,23 +212,23 @@ func TestTrimCopyMetadataRetainsNoTenantString(t *testing.T) {
 	const objects = 2000
 	large := func(i, size int) string { return fmt.Sprintf("%08d", i) + strings.Repeat("x", size) }
 
-	before := testenv.HeapAlloc()
+	before := fixtures.HeapAlloc()
 	for i := range objects {
 		trimWith(t, transform, large(i, 256<<10))
 	}
-	retained := testenv.HeapAlloc() - before
+	retained := fixtures.HeapAlloc() - before
 	t.Logf("churned: %d bytes retained", retained)
 	if retained > 1<<20 {
 		t.Errorf("%d Secrets with unique 256 KiB annotations, created and deleted, left %d bytes behind, want under 1 MiB",
 			objects, retained)
 	}
 
-	before = testenv.HeapAlloc()
+	before = fixtures.HeapAlloc()
 	kept := make([]*metav1.PartialObjectMetadata, objects)
 	for i := range kept {
 		kept[i] = trimWith(t, transform, large(i, 64<<10))
 	}
-	retained = testenv.HeapAlloc() - before
+	retained = fixtures.HeapAlloc() - before
 	runtime.KeepAlive(kept)
 	t.Logf("kept: %d bytes retained, %d per object", retained, retained/objects)
 	if perObject := retained / objects; perObject > 1<<10 {
@@ -240,7 +240,7 @@ func TestTrimCopyMetadataRetainsNoTenantString(t *testing.T) {
 	// source annotations of the longest a source can be: still about 1 KiB at most.
 	unknown := TrimCopyMetadataFunc(func() *config.Matcher { return matcher(t, "psi/regcred") },
 		func(config.SecretRef) (string, bool) { return "", false })
-	before = testenv.HeapAlloc()
+	before = fixtures.HeapAlloc()
 	for i := range kept {
 		in := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
 			Name: "regcred", Namespace: "team", UID: "uid",
@@ -257,7 +257,7 @@ func TestTrimCopyMetadataRetainsNoTenantString(t *testing.T) {
 		}
 		kept[i] = out.(*metav1.PartialObjectMetadata)
 	}
-	retained = testenv.HeapAlloc() - before
+	retained = fixtures.HeapAlloc() - before
 	runtime.KeepAlive(kept)
 	t.Logf("kept with digests: %d bytes retained, %d per object", retained, retained/objects)
 	if perObject := retained / objects; perObject > 1<<10 {

@@ -4,12 +4,12 @@ import (
 	"testing"
 
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy/policytest"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 // docsConfig is the example of docs/configuration.md, with the benchmark's registry, as
 // `make bench-admission` configures the project.
-const docsConfig = testenv.DocsExample + `  - registry: registry.bench.example
+const docsConfig = fixtures.DocsExample + `  - registry: registry.bench.example
     secret: {namespace: pullsecret-injector, name: bench-regcred}
 `
 

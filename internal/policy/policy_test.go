@@ -13,8 +13,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy/policytest"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
 
@@ -122,7 +122,7 @@ type harness struct {
 
 func newHarness(t testing.TB, configYAML string, probes ...string) *harness {
 	t.Helper()
-	return harnessOf(t, testenv.Matcher(t, configYAML), probes...)
+	return harnessOf(t, configtest.Matcher(t, configYAML), probes...)
 }
 
 func harnessOf(t testing.TB, m *config.Matcher, probes ...string) *harness {
@@ -292,7 +292,7 @@ func TestReinvocation(t *testing.T) {
 }
 
 func TestBuild(t *testing.T) {
-	m := testenv.Matcher(t, `
+	m := configtest.Matcher(t, `
 namespaceSelector: {matchLabels: {a: b}, matchExpressions: [{key: c, operator: Exists}]}
 registries:
   - registry: quay.io
@@ -344,7 +344,7 @@ registries:
 }
 
 func TestBuildRefusesWhatDoesNotCompile(t *testing.T) {
-	m := testenv.Matcher(t, `
+	m := configtest.Matcher(t, `
 registries:
   - registry: quay.io
     secret: {namespace: ops, name: quay}

@@ -21,8 +21,9 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 const syncName = "psi"
@@ -40,7 +41,7 @@ type syncFixture struct {
 func newSyncFixture(t *testing.T, enabled bool, objects ...runtime.Object) *syncFixture {
 	t.Helper()
 	dir := t.TempDir()
-	if err := testenv.WriteConfigMapVolume(dir, "config.yaml", []byte(testConfig)); err != nil {
+	if err := fixtures.WriteConfigMapVolume(dir, "config.yaml", []byte(testConfig)); err != nil {
 		t.Fatal(err)
 	}
 	store, err := config.NewStore(filepath.Join(dir, "config.yaml"), time.Hour, logr.Discard(), nil, config.WithCheck(Check))
@@ -192,7 +193,7 @@ func TestSyncerCreatesUpdatesAndRestores(t *testing.T) {
 	}
 
 	// A reload: the policy follows.
-	if err := testenv.WriteConfigMapVolume(f.dir, "config.yaml", []byte(reloadedConfig)); err != nil {
+	if err := fixtures.WriteConfigMapVolume(f.dir, "config.yaml", []byte(reloadedConfig)); err != nil {
 		t.Fatal(err)
 	}
 	if !f.store.Reload() {
@@ -262,7 +263,7 @@ func TestSyncerLeavesAnObjectThatIsNotOurs(t *testing.T) {
 }
 
 func TestSyncerInWebhookModeDeletesOurs(t *testing.T) {
-	p, b, err := Build(testenv.Matcher(t, testConfig), Options{PolicyName: syncName})
+	p, b, err := Build(configtest.Matcher(t, testConfig), Options{PolicyName: syncName})
 	if err != nil {
 		t.Fatal(err)
 	}

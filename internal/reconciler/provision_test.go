@@ -14,8 +14,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 // cachedNamespace is a namespace as the namespace informer holds it.
@@ -46,7 +47,7 @@ func keys(reqs []reconcile.Request) []string {
 
 func TestProvisioner(t *testing.T) {
 	dir := t.TempDir()
-	if err := testenv.WriteConfigMapVolume(dir, "config.yaml", []byte(testConfig)); err != nil {
+	if err := fixtures.WriteConfigMapVolume(dir, "config.yaml", []byte(testConfig)); err != nil {
 		t.Fatal(err)
 	}
 	store, err := config.NewStore(filepath.Join(dir, "config.yaml"), time.Hour, logr.Discard(), nil)
@@ -111,7 +112,7 @@ func TestProvisioner(t *testing.T) {
 	}
 
 	// A reload that adds an entry: its copy is wanted at once, in every namespace it selects.
-	if err := testenv.WriteConfigMapVolume(dir, "config.yaml", []byte(testConfig+`
+	if err := fixtures.WriteConfigMapVolume(dir, "config.yaml", []byte(testConfig+`
   - registry: ghcr.io
     secret: {namespace: psi, name: ghcr-regcred}
 `)); err != nil {
@@ -142,7 +143,7 @@ func BenchmarkProvisionerEverywhere(b *testing.B) {
 		for _, made := range []bool{true, false} {
 			name := fmt.Sprintf("namespaces=%d/copies-made=%v", n, made)
 			b.Run(name, func(b *testing.B) {
-				store := config.NewStaticStore(testenv.Matcher(b, testConfig+`
+				store := config.NewStaticStore(configtest.Matcher(b, testConfig+`
   - registry: ghcr.io
     secret: {namespace: psi, name: ghcr-regcred}
 `))

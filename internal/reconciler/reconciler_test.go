@@ -23,10 +23,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 const testConfig = `
@@ -200,7 +200,7 @@ func newFixture(t *testing.T, src *corev1.Secret, objs ...client.Object) *fixtur
 // API server; nil cached shares the API server's objects.
 func newSplitFixture(t *testing.T, src *corev1.Secret, cached []client.Object, objs ...client.Object) *fixture {
 	t.Helper()
-	matcher := testenv.Matcher(t, testConfig)
+	matcher := configtest.Matcher(t, testConfig)
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 func TestText(t *testing.T) {
@@ -98,7 +98,7 @@ func FuzzText(f *testing.F) {
 	f.Add("http://", "a@b", "%40", "[::1]:5000", "/", "token=")
 	f.Add("", "r\x00bot", "p\xffw\u202e", "quay.io", "/a@b", "#frag")
 	f.Fuzz(func(t *testing.T, scheme, user, password, host, path, query string) {
-		password = testenv.PlantSecret(t, password, scheme, user, host, path, query)
+		password = fixtures.PlantSecret(t, password, scheme, user, host, path, query)
 		for _, key := range []string{
 			scheme + user + ":" + password + "@" + host + path,
 			scheme + url.UserPassword(user, password).String() + "@" + host + path,
@@ -107,7 +107,7 @@ func FuzzText(f *testing.F) {
 			scheme + user + ":" + password + "@" + host + path + "?" + query + password,
 		} {
 			got := Text(key)
-			if strings.Contains(got, testenv.SecretMarker) {
+			if strings.Contains(got, fixtures.SecretMarker) {
 				t.Fatalf("Text(%q) = %q shows the password", key, got)
 			}
 			checkText(t, got)

@@ -17,14 +17,14 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	psievents "github.com/pullsecret-injector/pullsecret-injector/internal/events"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/metrics"
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
 func healthStore(t *testing.T) *config.Store {
 	t.Helper()
-	return config.NewStaticStore(testenv.Matcher(t, `
+	return config.NewStaticStore(configtest.Matcher(t, `
 registries:
   - registry: registry.example.com
     secret: {namespace: psi, name: regcred}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 func TestCacheExpires(t *testing.T) {
@@ -102,12 +102,12 @@ func TestCacheRefusesAnEntryLargerThanItsBound(t *testing.T) {
 // The heap a full cache holds, measured rather than counted: EntryOverhead must not understate it.
 func TestCacheBytesCoverTheHeap(t *testing.T) {
 	const budget = 1 << 20
-	before := testenv.HeapAlloc()
+	before := fixtures.HeapAlloc()
 	c := &Cache[bool]{TTL: time.Hour, MaxBytes: budget}
 	for i := range 100000 {
 		c.Put(strconv.Itoa(i), true)
 	}
-	held := testenv.HeapAlloc() - before
+	held := fixtures.HeapAlloc() - before
 	runtime.KeepAlive(c)
 	if held > budget {
 		t.Errorf("a cache bounded at %d bytes holds %d bytes of heap", budget, held)

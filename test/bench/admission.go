@@ -23,6 +23,7 @@ import (
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
@@ -76,7 +77,7 @@ type cellRound struct {
 
 // admissionConfig is the project's configuration in this benchmark: the docs' example (docs/configuration.md,
 // two entries, one with a namespace selector) and the benchmark's own registry, which the Pods pull from.
-const admissionConfig = testenv.DocsExample + `  - registry: ` + registry + `
+const admissionConfig = fixtures.DocsExample + `  - registry: ` + registry + `
     secret: {namespace: ` + sourceNamespace + `, name: ` + sourceName + `}
 `
 

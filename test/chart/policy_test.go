@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
@@ -192,7 +193,7 @@ func TestAdmissionGuardPolicyMode(t *testing.T) {
 	policies := as.AdmissionregistrationV1().MutatingAdmissionPolicies()
 	bindings := as.AdmissionregistrationV1().MutatingAdmissionPolicyBindings()
 
-	m := testenv.Matcher(t, `
+	m := configtest.Matcher(t, `
 registries:
   - registry: registry.chart.test:5000/team
     secret: {namespace: guard-pol, name: policy-regcred}

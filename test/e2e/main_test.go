@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
@@ -26,12 +27,7 @@ const (
 // e2eConfig maps one registry to each behaviour under test.
 const e2eConfig = `
 registries:
-  - registry: registry.example.com:5000/team-a
-    secret: {namespace: pullsecret-injector, name: team-a-regcred}
-  - registry: "*.dkr.ecr.eu-west-1.amazonaws.com"
-    secret: {namespace: pullsecret-injector, name: ecr-regcred}
-    namespaceSelector: {matchLabels: {team: payments}}
-  - registry: docker.io/myorg
+` + fixtures.ExampleRegistries + `  - registry: docker.io/myorg
     secret: {namespace: pullsecret-injector, name: hub-regcred}
   - registry: quay.io
     secret: {namespace: pullsecret-injector, name: quay-regcred}

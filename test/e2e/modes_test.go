@@ -28,6 +28,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy/policytest"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
@@ -49,7 +50,7 @@ type injectionMode struct {
 
 // webhookMode is the shared webhook process of TestMain.
 func webhookMode(t *testing.T) *injectionMode {
-	return &injectionMode{name: "webhook", plane: cp, cs: admin, matcher: testenv.Matcher(t, e2eConfig), optIn: optIn()}
+	return &injectionMode{name: "webhook", plane: cp, cs: admin, matcher: configtest.Matcher(t, e2eConfig), optIn: optIn()}
 }
 
 // policyModeName is the name of the policy objects of the policy-mode processes the tests start.

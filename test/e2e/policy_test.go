@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/policy/policytest"
@@ -118,7 +119,7 @@ func TestPolicyModeWithoutTheProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := testenv.Matcher(t, policyConfig)
+	m := configtest.Matcher(t, policyConfig)
 	mode := &injectionMode{name: "stopped", plane: plane, cs: cs, matcher: m, optIn: map[string]string{policyOptIn: "enabled"}}
 	args := []string{"--injection=policy", "--policy-name=" + policyModeName, "--policy-owner-clusterrole=" + owner.Name,
 		"--leader-election-id", "stopped",
@@ -189,7 +190,7 @@ func TestPolicyModeWithoutTheProcess(t *testing.T) {
 		mode.waitForCopies(t, ns, "quay-regcred-added")
 	}
 	t.Logf("a reload's new entry reached its copies in %d namespaces in %s", namespaces, time.Since(start).Round(time.Millisecond))
-	m = testenv.Matcher(t, reloaded)
+	m = configtest.Matcher(t, reloaded)
 	mode.matcher = m
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, testenv.SettleTimeout, true, func(ctx context.Context) (bool, error) {
 		got, err := cs.CoreV1().Pods(labelled[0]).Create(ctx, podWith("probe", "added.example.com/app"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})

@@ -23,9 +23,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
+	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/app"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/reconciler"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 	"github.com/pullsecret-injector/pullsecret-injector/test/testenv"
 )
 
@@ -352,7 +354,7 @@ func (l *podLoad) stop() (int, []string, []error) {
 // namespaces, and fails when they hold more than cacheBytesBound of heap per copy and namespace.
 func measureCacheBytes(t *testing.T, cfg *rest.Config, src *corev1.Secret, n int) {
 	t.Helper()
-	m := testenv.Matcher(t, scaleConfig)
+	m := configtest.Matcher(t, scaleConfig)
 	scheme, err := app.Scheme()
 	if err != nil {
 		t.Fatal(err)
@@ -371,13 +373,13 @@ func measureCacheBytes(t *testing.T, cfg *rest.Config, src *corev1.Secret, n int
 			t.Fatal(err)
 		}
 	}
-	before := testenv.HeapAlloc()
+	before := fixtures.HeapAlloc()
 	done := make(chan error, 1)
 	go func() { done <- c.Start(ctx) }()
 	if !c.WaitForCacheSync(ctx) {
 		t.Fatal("caches did not sync")
 	}
-	held := testenv.HeapAlloc() - before
+	held := fixtures.HeapAlloc() - before
 	runtime.KeepAlive(c)
 	perItem := held / n
 	t.Logf("caches hold %d bytes of heap for %d copies and namespaces: %d per copy and namespace (bound %d)", held, n, perItem, cacheBytesBound)

@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 // K8sVersion is the version of the control plane binaries the tests run against.
@@ -208,7 +210,7 @@ func (cp *ControlPlane) StartWebhookNoWait(binary string, configYAML []byte, ext
 	if err != nil {
 		return nil, fmt.Errorf("create config directory: %w", err)
 	}
-	if err := WriteConfigMapVolume(configDir, ConfigFile, configYAML); err != nil {
+	if err := fixtures.WriteConfigMapVolume(configDir, ConfigFile, configYAML); err != nil {
 		return nil, err
 	}
 	ports, err := FreePorts(2)
@@ -273,7 +275,7 @@ func (w *Webhook) start(binary string, args []string, logFile *os.File) error {
 
 // UpdateConfig replaces the webhook's configuration the way the kubelet updates a ConfigMap volume.
 func (w *Webhook) UpdateConfig(configYAML []byte) error {
-	return WriteConfigMapVolume(w.ConfigDir, ConfigFile, configYAML)
+	return fixtures.WriteConfigMapVolume(w.ConfigDir, ConfigFile, configYAML)
 }
 
 // Pid returns the process id, for a test that signals the process itself.
