@@ -167,7 +167,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 	})
 
 	t.Run("Pod in an opted-in namespace gets the secret, copied", func(t *testing.T) {
-		pod, _ := createPod(t, "team-a", newPod("app"))
+		pod, _ := cp.MustCreatePod(t, "team-a", newPod("app"))
 		if diff := cmp.Diff([]string{driveSecret}, refNames(pod)); diff != "" {
 			t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
 		}
@@ -214,7 +214,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 	// The reconciler's revocation, made as the ServiceAccount: a list of the namespace's Pods, then a delete.
 	t.Run("a copy in a namespace that opted out is revoked once no Pod uses it", func(t *testing.T) {
 		ensureNamespace(t, "team-r", optIn)
-		pod, _ := createPod(t, "team-r", newPod("revoked"))
+		pod, _ := cp.MustCreatePod(t, "team-r", newPod("revoked"))
 		if _, err := admin.CoreV1().Secrets("team-r").Get(ctx, driveSecret, metav1.GetOptions{}); err != nil {
 			t.Fatalf("copy not created: %v", err)
 		}
@@ -244,7 +244,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 			labelNamespace(t, tc.namespace, optIn)
 			pod := newPod("not-sent")
 			pod.Labels = tc.podLabels
-			got, _ := createPod(t, tc.namespace, pod)
+			got, _ := cp.MustCreatePod(t, tc.namespace, pod)
 			if refs := refNames(got); len(refs) != 0 {
 				t.Errorf("imagePullSecrets = %v, want none", refs)
 			}
@@ -253,7 +253,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 
 	t.Run("Pod in a namespace that did not opt in is left alone", func(t *testing.T) {
 		ensureNamespace(t, "team-none", nil)
-		got, _ := createPod(t, "team-none", newPod("not-opted-in"))
+		got, _ := cp.MustCreatePod(t, "team-none", newPod("not-opted-in"))
 		if refs := refNames(got); len(refs) != 0 {
 			t.Errorf("imagePullSecrets = %v, want none", refs)
 		}
@@ -283,7 +283,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pod, warnings := createPod(t, "team-c", newPod("theirs"))
+		pod, warnings := cp.MustCreatePod(t, "team-c", newPod("theirs"))
 		if diff := cmp.Diff([]string{driveSecret}, refNames(pod)); diff != "" {
 			t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
 		}
@@ -400,7 +400,7 @@ func TestRenderedChartDrivesBinary(t *testing.T) {
 			labelNamespace(t, tc.namespace, optIn)
 			pod := newPod("not-sent")
 			pod.Labels = tc.podLabels
-			createPod(t, tc.namespace, pod)
+			cp.MustCreatePod(t, tc.namespace, pod)
 		})
 	}
 }
@@ -910,14 +910,4 @@ func labelNamespace(t *testing.T, name string, labels map[string]string) {
 			t.Errorf("restore labels of namespace %q: %v", name, err)
 		}
 	})
-}
-
-// createPod creates pod in namespace and returns the Pod as stored and the API server's warnings.
-func createPod(t *testing.T, namespace string, pod *corev1.Pod) (*corev1.Pod, []string) {
-	t.Helper()
-	stored, warnings, err := cp.CreatePod(context.Background(), namespace, pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return stored, warnings
 }

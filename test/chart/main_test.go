@@ -50,10 +50,6 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
 	chartDir = filepath.Join(testenv.RepoRoot(), "charts", "pullsecret-injector")
 	helmBinary = os.Getenv("HELM")
 	if helmBinary == "" {
@@ -61,19 +57,17 @@ func run(m *testing.M) int {
 	}
 	if _, err := os.Stat(helmBinary); err != nil {
 		fmt.Fprintf(os.Stderr, "find helm at %s (run `make helm`, or set HELM): %v\n", helmBinary, err)
-		return 1
+		os.Exit(1)
 	}
-	var err error
-	cp, err = testenv.StartControlPlane()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		if err := cp.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop control plane:", err)
-		}
-	}()
+	os.Exit(testenv.RunWithControlPlane(func(plane *testenv.ControlPlane, built string) int {
+		cp, binary = plane, built
+		return run(m)
+	}))
+}
+
+// run sets up the clients, the stand-in CRDs and the API versions the chart renders against, and runs
+// the tests.
+func run(m *testing.M) int {
 	if err := setupClients(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -82,11 +76,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	var err error
 	if apiVersions, err = serverAPIVersions(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if binary, err = testenv.BuildBinary(cp.Dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -440,7 +440,7 @@ func TestRenderedPolicyModeDrivesBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("binary stopped: a Pod in an opted-in namespace is created with its reference", func(t *testing.T) {
-		pod, _ := createPod(t, "policy-team", newPod("down"))
+		pod, _ := cp.MustCreatePod(t, "policy-team", newPod("down"))
 		if diff := cmp.Diff([]string{"policy-regcred"}, refNames(pod)); diff != "" {
 			t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
 		}

@@ -256,7 +256,7 @@ func TestCheckAgreesWithTheWebhook(t *testing.T) {
 					said = strings.Split(rest, ", ")
 				}
 			}
-			pod, _ := createPod(t, ns, podWith("agree-"+string(rune('a'+i)), image))
+			pod, _ := cp.MustCreatePod(t, ns, podWith("agree-"+string(rune('a'+i)), image))
 			if diff := cmp.Diff(said, refNames(pod)); diff != "" {
 				t.Errorf("namespace %s, image %s: check said (-) and the webhook gave (+):\n%s\ncheck output:\n%s%s", ns, image, diff, stdout, stderr)
 			}

@@ -24,7 +24,7 @@ func TestImageVolumeGetsReferenceAndCopy(t *testing.T) {
 	p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
 		Image: &corev1.ImageVolumeSource{Reference: "quay.io/org/data:1", PullPolicy: corev1.PullIfNotPresent}}}}
 	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
-	stored, _ := createPod(t, ns, p)
+	stored, _ := cp.MustCreatePod(t, ns, p)
 	if len(stored.Spec.Volumes) != 1 || stored.Spec.Volumes[0].Image == nil {
 		t.Fatalf("the API server did not keep the image volume: %+v", stored.Spec.Volumes)
 	}
@@ -44,7 +44,7 @@ func TestImageVolumeGetsReferenceAndCopy(t *testing.T) {
 func TestEphemeralContainerNeedingASecretThePodLacks(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t, "debug", optIn())
-	created, _ := createPod(t, ns, podWith("app", "ghcr.io/org/app:1"))
+	created, _ := cp.MustCreatePod(t, ns, podWith("app", "ghcr.io/org/app:1"))
 	if len(created.Spec.ImagePullSecrets) != 0 {
 		t.Fatalf("the Pod got %v at create, want none", refNames(created))
 	}

@@ -64,16 +64,6 @@ func refNames(pod *corev1.Pod) []string {
 	return out
 }
 
-// createPod creates pod in namespace and returns the Pod as stored and the API server's warnings.
-func createPod(t *testing.T, namespace string, pod *corev1.Pod) (*corev1.Pod, []string) {
-	t.Helper()
-	stored, warnings, err := cp.CreatePod(context.Background(), namespace, pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return stored, warnings
-}
-
 func managedCopies(t *testing.T, namespace string) []corev1.Secret {
 	t.Helper()
 	list, err := admin.CoreV1().Secrets(namespace).List(context.Background(), metav1.ListOptions{LabelSelector: managed.Selector})
@@ -104,7 +94,7 @@ func containsAll(haystack []string, needles ...string) bool {
 
 func TestLabelledNamespaceGetsReferenceAndCopy(t *testing.T) {
 	ns := newNamespace(t, "labelled", optIn())
-	pod, warns := createPod(t, ns, podWith("app", "registry.example.com:5000/team-a/app:1.0"))
+	pod, warns := cp.MustCreatePod(t, ns, podWith("app", "registry.example.com:5000/team-a/app:1.0"))
 
 	if diff := cmp.Diff([]string{"team-a-regcred"}, refNames(pod)); diff != "" {
 		t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
@@ -197,7 +187,7 @@ func TestNothingChanges(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ns := newNamespace(t, "untouched", tc.labels)
-			pod, _ := createPod(t, ns, tc.pod)
+			pod, _ := cp.MustCreatePod(t, ns, tc.pod)
 			if len(pod.Spec.ImagePullSecrets) != 0 {
 				t.Errorf("imagePullSecrets = %v, want none", refNames(pod))
 			}
@@ -228,7 +218,7 @@ func TestImagesMapToMatchingSecretsInConfigOrder(t *testing.T) {
 			},
 		},
 	}
-	got, _ := createPod(t, ns, pod)
+	got, _ := cp.MustCreatePod(t, ns, pod)
 	want := []string{"own-secret", "quay-regcred", "team-a-regcred", "hub-regcred"}
 	if diff := cmp.Diff(want, refNames(got)); diff != "" {
 		t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
@@ -274,7 +264,7 @@ func TestUnmanagedSecretIsNeverModified(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod, warns := createPod(t, ns, podWith("app", "conflict.example.com/app:1"))
+	pod, warns := cp.MustCreatePod(t, ns, podWith("app", "conflict.example.com/app:1"))
 	after, err := admin.CoreV1().Secrets(ns).Get(ctx, "conflict-regcred", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +279,7 @@ func TestUnmanagedSecretIsNeverModified(t *testing.T) {
 		t.Errorf("warnings %q do not name the unmanaged secret", warns)
 	}
 	// A second Pod takes the same path and gets the same answer.
-	pod, warns = createPod(t, ns, podWith("app2", "conflict.example.com/app:1"))
+	pod, warns = cp.MustCreatePod(t, ns, podWith("app2", "conflict.example.com/app:1"))
 	if len(pod.Spec.ImagePullSecrets) != 1 || !containsAll(warns, "not managed by pullsecret-injector") {
 		t.Errorf("second pod: imagePullSecrets %v, warnings %q", refNames(pod), warns)
 	}
@@ -314,7 +304,7 @@ func TestBrokenSourcesNeverBlockThePod(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ns := newNamespace(t, "broken", optIn())
-			pod, warns := createPod(t, ns, podWith("app", tc.image))
+			pod, warns := cp.MustCreatePod(t, ns, podWith("app", tc.image))
 			if diff := cmp.Diff(tc.wantRefs, refNames(pod)); diff != "" {
 				t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
 			}
@@ -392,11 +382,11 @@ func TestEntryNamespaceSelector(t *testing.T) {
 	payments := newNamespace(t, "payments", merge(optIn(), map[string]string{"team": "payments"}))
 	checkout := newNamespace(t, "checkout", merge(optIn(), map[string]string{"team": "checkout"}))
 
-	pod, _ := createPod(t, payments, podWith("api", ecrImage))
+	pod, _ := cp.MustCreatePod(t, payments, podWith("api", ecrImage))
 	if diff := cmp.Diff([]string{"ecr-regcred"}, refNames(pod)); diff != "" {
 		t.Errorf("payments imagePullSecrets (-want +got):\n%s", diff)
 	}
-	pod, _ = createPod(t, checkout, podWith("api", ecrImage))
+	pod, _ = cp.MustCreatePod(t, checkout, podWith("api", ecrImage))
 	if len(pod.Spec.ImagePullSecrets) != 0 {
 		t.Errorf("checkout imagePullSecrets = %v, want none", refNames(pod))
 	}

@@ -77,7 +77,7 @@ func TestCacheLagNeverCostsASecret(t *testing.T) {
 		}
 		labelNamespace(t, admin, name, optIn())
 		for i := range 2 {
-			pod, _ := createPod(t, name, podWith(fmt.Sprintf("app-%d", i), image, lateImage))
+			pod, _ := cp.MustCreatePod(t, name, podWith(fmt.Sprintf("app-%d", i), image, lateImage))
 			if diff := cmp.Diff([]string{"lag-regcred", "late-regcred"}, refNames(pod)); diff != "" {
 				t.Errorf("round %d pod %d: imagePullSecrets (-want +got):\n%s", round, i, diff)
 			}

@@ -148,7 +148,7 @@ func TestRotationReachesEveryCopy(t *testing.T) {
 	var namespaces []string
 	for range 25 {
 		ns := newNamespace(t, "rotate", optIn())
-		createPod(t, ns, podWith("app", image))
+		cp.MustCreatePod(t, ns, podWith("app", image))
 		namespaces = append(namespaces, ns)
 	}
 	theirsNS := newNamespace(t, "rotate-theirs", optIn())
@@ -160,7 +160,7 @@ func TestRotationReachesEveryCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	createPod(t, theirsNS, podWith("app", image))
+	cp.MustCreatePod(t, theirsNS, podWith("app", image))
 
 	// The kubelet's credential verification records each copy's UID: a rotation must keep it.
 	uids := copyUIDs(t, name, namespaces)
@@ -249,7 +249,7 @@ func copyUIDs(t *testing.T, name string, namespaces []string) map[string]types.U
 func TestDriftIsRestored(t *testing.T) {
 	const name = "drift-regcred"
 	ns := newNamespace(t, "drift", optIn())
-	createPod(t, ns, podWith("app", "drift.example.com/app:1"))
+	cp.MustCreatePod(t, ns, podWith("app", "drift.example.com/app:1"))
 	want := sourceSecret(t, name).Data
 
 	cp := getSecret(t, ns, name)
@@ -298,7 +298,7 @@ func TestDriftIsRestored(t *testing.T) {
 func TestDeletedCopyIsRecreated(t *testing.T) {
 	const name = "drift-regcred"
 	ns := newNamespace(t, "recreate", optIn())
-	createPod(t, ns, podWith("app", "drift.example.com/app:1"))
+	cp.MustCreatePod(t, ns, podWith("app", "drift.example.com/app:1"))
 	old := getSecret(t, ns, name)
 	if err := admin.CoreV1().Secrets(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -408,7 +408,7 @@ func TestSourceAppearsLater(t *testing.T) {
 	var namespaces []string
 	for range 3 {
 		ns := newNamespace(t, "appears", optIn())
-		pod, warns := createPod(t, ns, podWith("app", image))
+		pod, warns := cp.MustCreatePod(t, ns, podWith("app", image))
 		if diff := cmp.Diff([]string{name}, refNames(pod)); diff != "" {
 			t.Errorf("imagePullSecrets (-want +got):\n%s", diff)
 		}
@@ -440,7 +440,7 @@ func TestRevocation(t *testing.T) {
 
 	t.Run("label removed, no Pod uses the copy", func(t *testing.T) {
 		ns := newNamespace(t, "revoke-idle", optIn())
-		createPod(t, ns, podWith("app", image))
+		cp.MustCreatePod(t, ns, podWith("app", image))
 		deletePod(t, ns, "app")
 		unlabelNamespace(t, ns, "pullsecret-injector.io/inject")
 		took := eventually(t, revokeBound, "copy revoked", secretGone(ns, name), func() string { return "copy still there" })
@@ -449,7 +449,7 @@ func TestRevocation(t *testing.T) {
 
 	t.Run("label removed, an unfinished Pod uses the copy", func(t *testing.T) {
 		ns := newNamespace(t, "revoke-busy", optIn())
-		createPod(t, ns, podWith("app", image))
+		cp.MustCreatePod(t, ns, podWith("app", image))
 		unlabelNamespace(t, ns, "pullsecret-injector.io/inject")
 		// The reconciler has looked at the copy and kept it for the Pod.
 		waitForLog(t, webhook, revokeBound, "deleting it waits for the Pods that use it", `"namespace":"`+ns+`"`)
@@ -463,7 +463,7 @@ func TestRevocation(t *testing.T) {
 
 	t.Run("entry selector no longer matches", func(t *testing.T) {
 		ns := newNamespace(t, "revoke-selector", merge(optIn(), map[string]string{"team": "payments"}))
-		createPod(t, ns, podWith("api", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1", image))
+		cp.MustCreatePod(t, ns, podWith("api", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1", image))
 		deletePod(t, ns, "api")
 		labelNamespace(t, admin, ns, map[string]string{"team": "checkout"})
 		eventually(t, revokeBound, "ecr copy revoked", secretGone(ns, "ecr-regcred"), func() string { return "copy still there" })

@@ -66,33 +66,21 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(testenv.RunWithControlPlane(func(plane *testenv.ControlPlane, built string) int {
+		cp, binary = plane, built
+		return run(m)
+	}))
 }
 
+// run starts the shared webhook against cp, registers it, waits until it mutates Pods and runs the tests.
 func run(m *testing.M) int {
 	ctx := context.Background()
 	var err error
-	cp, err = testenv.StartControlPlane()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		if err := cp.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop control plane:", err)
-		}
-	}()
 	if admin, err = newClient(); err != nil {
 		fmt.Fprintln(os.Stderr, "admin client:", err)
 		return 1
 	}
-
 	if err := createSources(ctx, admin); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	binary, err = testenv.BuildBinary(cp.Dir)
-	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -49,7 +49,7 @@ func TestConfigReload(t *testing.T) {
 	}
 	// A copy of the entry that the reload removes, used by no Pod.
 	removedNS := newNamespace(t, "reload-removed", optIn())
-	createPod(t, removedNS, podWith("app", "removed.example.com/app:1"))
+	cp.MustCreatePod(t, removedNS, podWith("app", "removed.example.com/app:1"))
 	deletePod(t, removedNS, "app")
 
 	t.Cleanup(func() {
@@ -78,7 +78,7 @@ func TestConfigReload(t *testing.T) {
 	}, func() string { return tail(webhook.Log(), 20) })
 	t.Logf("new configuration served %v after the file was swapped", took)
 
-	pod, warns := createPod(t, ns, podWith("app", "reload.example.com/team/app:1"))
+	pod, warns := cp.MustCreatePod(t, ns, podWith("app", "reload.example.com/team/app:1"))
 	if diff := cmp.Diff([]string{"reload-regcred"}, refNames(pod)); diff != "" || len(warns) > 0 {
 		t.Errorf("imagePullSecrets (-want +got):\n%s\nwarnings: %q", diff, warns)
 	}
@@ -112,7 +112,7 @@ func TestConfigReload(t *testing.T) {
 	if !testenv.Ready(ctx, "http://"+webhook.ProbeAddr+"/readyz") {
 		t.Error("the webhook is not ready after refusing an invalid configuration")
 	}
-	pod, _ = createPod(t, ns, podWith("app2", "reload.example.com/team/app:1"))
+	pod, _ = cp.MustCreatePod(t, ns, podWith("app2", "reload.example.com/team/app:1"))
 	if diff := cmp.Diff([]string{"reload-regcred"}, refNames(pod)); diff != "" {
 		t.Errorf("after an invalid file, imagePullSecrets (-want +got):\n%s", diff)
 	}

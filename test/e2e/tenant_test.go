@@ -76,7 +76,7 @@ func TestDryRunAnswersAsARealPod(t *testing.T) {
 func TestEditedSourceAnnotationIsRestored(t *testing.T) {
 	const name = "drift-regcred"
 	ns := newNamespace(t, "annotation", optIn())
-	createPod(t, ns, podWith("app", "drift.example.com/app:1"))
+	cp.MustCreatePod(t, ns, podWith("app", "drift.example.com/app:1"))
 	want := sourceNamespace + "/" + name
 	for what, value := range map[string]string{
 		"another source":              "elsewhere/" + name,

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -548,6 +549,38 @@ func (w *Warnings) List() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]string(nil), w.list...)
+}
+
+// MustCreatePod is CreatePod for a test: it fails t when the create or the read back fails.
+func (cp *ControlPlane) MustCreatePod(t testing.TB, namespace string, pod *corev1.Pod) (*corev1.Pod, []string) {
+	t.Helper()
+	stored, warnings, err := cp.CreatePod(context.Background(), namespace, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored, warnings
+}
+
+// RunWithControlPlane is the body of a TestMain that needs a control plane and the binary: it starts a
+// control plane with opts, builds the binary into its directory, calls run with both and stops the plane
+// once run returns. It returns run's exit code, or 1 when the plane or the binary cannot be had.
+func RunWithControlPlane(run func(cp *ControlPlane, binary string) int, opts ...ControlPlaneOption) int {
+	cp, err := StartControlPlane(opts...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop control plane:", err)
+		}
+	}()
+	binary, err := BuildBinary(cp.Dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return run(cp, binary)
 }
 
 // CreatePod creates pod in namespace as the control plane's admin and returns the Pod as stored (read back,
