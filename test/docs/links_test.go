@@ -22,6 +22,11 @@ func TestRelativeLinksResolve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	design, err := filepath.Glob(filepath.Join(root, "docs", "design", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages = append(pages, design...)
 	pages = append(pages, filepath.Join(root, "README.md"), filepath.Join(root, "charts", "pullsecret-injector", "README.md"))
 
 	checked := 0
