@@ -87,7 +87,7 @@ test: ## Run every test: unit, a bounded fuzz run, and end-to-end against a real
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no control plane.
-	go test -race -count=1 $$(go list ./... | grep -v /test/)
+	go test -race -count=1 $$(go list ./... | grep -v /test/) ./test/docs
 
 # -fuzz takes one target per package and run, hence one run per target: package, target and execution
 # budget. Inputs that add coverage stay in the Go build cache (go env GOCACHE); only a failing input is

@@ -1,5 +1,6 @@
 // Package docs checks the documentation: every relative link in README.md, docs/ and the chart's README
-// names a file that exists and, when it has one, a heading that exists in that file.
+// names a file that exists and, when it has one, a heading that exists in that file; and the packages'
+// imports keep the layering docs/development.md#architecture draws.
 package docs
 
 import (
