@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
@@ -75,10 +76,13 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// countingClient counts the reads and writes that reach the API server, and records the Pod lists' field
-// selectors and the deletes' preconditions.
+// countingClient is the API server of these tests: the fake client behind controller-runtime's
+// interceptor, which counts the reads and writes that reach it, records the Pod lists' field selectors and
+// the deletes' preconditions, and answers patches and deletes as the API server does where the fake client
+// does not. Client is the fake client itself, for the tests' own reads and writes, which nothing counts.
 type countingClient struct {
-	client.Client
+	client.WithWatch
+	Client               client.WithWatch
 	reads, lists, writes atomic.Int32
 
 	mu sync.Mutex
@@ -88,14 +92,27 @@ type countingClient struct {
 	preconditions []metav1.Preconditions
 }
 
-func (c *countingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	c.reads.Add(1)
-	return c.Client.Get(ctx, key, obj, opts...)
+func newCountingClient(fc client.WithWatch) *countingClient {
+	c := &countingClient{Client: fc}
+	c.WithWatch = interceptor.NewClient(fc, interceptor.Funcs{
+		Get: func(ctx context.Context, fc client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			c.reads.Add(1)
+			return fc.Get(ctx, key, obj, opts...)
+		},
+		List: c.list,
+		Create: func(ctx context.Context, fc client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			c.writes.Add(1)
+			return fc.Create(ctx, obj, opts...)
+		},
+		Patch:  c.patch,
+		Delete: c.delete,
+	})
+	return c
 }
 
-// List passes the list on without its field selector, which the fake client serves only in the form
+// list passes the list on without its field selector, which the fake client serves only in the form
 // key=value; the reconciler filters Pods by phase itself as well.
-func (c *countingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+func (c *countingClient) list(ctx context.Context, fc client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 	c.reads.Add(1)
 	c.lists.Add(1)
 	lo := &client.ListOptions{}
@@ -108,19 +125,14 @@ func (c *countingClient) List(ctx context.Context, list client.ObjectList, opts 
 	}
 	c.mu.Unlock()
 	lo.FieldSelector = nil
-	return c.Client.List(ctx, list, lo)
+	return fc.List(ctx, list, lo)
 }
 
-func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	c.writes.Add(1)
-	return c.Client.Create(ctx, obj, opts...)
-}
-
-// Patch refuses, as the API server does and the fake client does not, a patch that changes the data of an
+// patch refuses, as the API server does and the fake client does not, a patch that changes the data of an
 // immutable Secret or the type of a Secret.
-func (c *countingClient) Patch(ctx context.Context, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+func (c *countingClient) patch(ctx context.Context, fc client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
 	c.writes.Add(1)
-	if current := (&corev1.Secret{}); c.Client.Get(ctx, client.ObjectKeyFromObject(obj), current) == nil {
+	if current := (&corev1.Secret{}); fc.Get(ctx, client.ObjectKeyFromObject(obj), current) == nil {
 		body, err := p.Data(obj)
 		if err != nil {
 			return err
@@ -136,11 +148,11 @@ func (c *countingClient) Patch(ctx context.Context, obj client.Object, p client.
 			return apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Secret").GroupKind(), obj.GetName(), nil)
 		}
 	}
-	return c.Client.Patch(ctx, obj, p, opts...)
+	return fc.Patch(ctx, obj, p, opts...)
 }
 
-// Delete honours a UID precondition too, which the fake client ignores.
-func (c *countingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
+// delete honours a UID precondition too, which the fake client ignores.
+func (c *countingClient) delete(ctx context.Context, fc client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
 	c.writes.Add(1)
 	do := &client.DeleteOptions{}
 	do.ApplyOptions(opts)
@@ -153,14 +165,14 @@ func (c *countingClient) Delete(ctx context.Context, obj client.Object, opts ...
 	c.mu.Unlock()
 	if do.Preconditions != nil && do.Preconditions.UID != nil {
 		current := managed.PartialSecret()
-		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
+		if err := fc.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
 			return err
 		}
 		if current.UID != *do.Preconditions.UID {
 			return apierrors.NewConflict(corev1.Resource("secrets"), obj.GetName(), fmt.Errorf("UID precondition %s, object has %s", *do.Preconditions.UID, current.UID))
 		}
 	}
-	return c.Client.Delete(ctx, obj, do)
+	return fc.Delete(ctx, obj, do)
 }
 
 func dockerConfig(password string) []byte {
@@ -209,7 +221,7 @@ func newSplitFixture(t *testing.T, src *corev1.Secret, cached []client.Object, o
 	if src != nil {
 		all = append(all, src)
 	}
-	api := &countingClient{Client: fake.NewClientBuilder().WithScheme(scheme).WithObjects(all...).Build()}
+	api := newCountingClient(fake.NewClientBuilder().WithScheme(scheme).WithObjects(all...).Build())
 	cache := api.Client
 	if cached != nil {
 		cache = fake.NewClientBuilder().WithScheme(scheme).WithObjects(cached...).Build()
