@@ -433,7 +433,7 @@ func (c *cluster) memory(ctx context.Context, o admissionOptions, project *teste
 	}
 	logf("Creating %d unrelated Secrets of %d bytes and %d copies through the webhook", o.unrelatedSecrets, o.unrelatedSize, o.copies)
 	data := map[string][]byte{"data": []byte(strings.Repeat("x", o.unrelatedSize))}
-	if err := parallel(ctx, o.unrelatedSecrets, o.clients, func(ctx context.Context, i int) error {
+	if err := testenv.Parallel(ctx, o.unrelatedSecrets, o.clients, func(ctx context.Context, i int) error {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("unrelated-%05d", i)}, Data: data}
 		_, err := c.cs.CoreV1().Secrets(unrelated).Create(ctx, s, metav1.CreateOptions{})
 		return err
@@ -479,7 +479,7 @@ func (c *cluster) memory(ctx context.Context, o admissionOptions, project *teste
 // populate creates n opted-in namespaces prefix-<i> with one Pod each, through the registered webhook,
 // which copies the source into each.
 func (c *cluster) populate(ctx context.Context, prefix string, n, clients int) error {
-	return parallel(ctx, n, clients, func(ctx context.Context, i int) error {
+	return testenv.Parallel(ctx, n, clients, func(ctx context.Context, i int) error {
 		ns := fmt.Sprintf("%s-%05d", prefix, i)
 		if err := c.createNamespace(ctx, ns, true); err != nil {
 			return err

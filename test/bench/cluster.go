@@ -197,30 +197,6 @@ func (c *cluster) concurrent(ctx context.Context, namespace string, n, workers i
 	return float64(n) / elapsed.Seconds(), slices.Concat(lats...), nil
 }
 
-// parallel runs do(i) for i in [0, n) from workers goroutines and returns the first error.
-func parallel(ctx context.Context, n, workers int, do func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := do(ctx, i); err != nil {
-					cancel(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return context.Cause(ctx)
-}
-
 // deletePods deletes every Pod of namespace, so that each measurement starts with the same number of Pods
 // stored. Without a kubelet, a Pod never scheduled goes at once.
 func (c *cluster) deletePods(ctx context.Context, namespace string) error {

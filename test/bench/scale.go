@@ -331,7 +331,7 @@ func (c *cluster) bindServiceAccount(ctx context.Context) error {
 // through the webhook (which makes its copy) and, with serviceAccounts, the default ServiceAccount that
 // kube-controller-manager would make.
 func (c *cluster) populateScale(ctx context.Context, prefix string, n, clients int, serviceAccounts bool) error {
-	return parallel(ctx, n, clients, func(ctx context.Context, i int) error {
+	return testenv.Parallel(ctx, n, clients, func(ctx context.Context, i int) error {
 		ns := fmt.Sprintf("%s-%05d", prefix, i)
 		if err := c.createNamespace(ctx, ns, true); err != nil {
 			return err

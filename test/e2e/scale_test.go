@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,7 +115,7 @@ func TestRotationRightAfterARestartAtScale(t *testing.T) {
 		namespaces[i] = fmt.Sprintf("scale-ns-%04d", i)
 	}
 	began := time.Now()
-	if err := forEach(ctx, len(namespaces), scaleClients, func(ctx context.Context, i int) error {
+	if err := testenv.Parallel(ctx, len(namespaces), scaleClients, func(ctx context.Context, i int) error {
 		if err := createNamespace2(ctx, cs, namespaces[i]); err != nil {
 			return err
 		}
@@ -266,25 +265,6 @@ func copiesHold(t *testing.T, cs kubernetes.Interface, name string, namespaces [
 		stale = append(stale[:5], "...")
 	}
 	return len(stale) == 0, fmt.Sprintf("%d of %d copies not holding the data with its digest: %v", len(stale), len(namespaces), stale)
-}
-
-// forEach runs do(i) for i in [0, n) from workers goroutines and returns the first error.
-func forEach(ctx context.Context, n, workers int, do func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
-				if err := do(ctx, i); err != nil {
-					cancel(err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return context.Cause(ctx)
 }
 
 // podLoad creates Pods in existing namespaces from a few clients, and every so often the first Pod of a
