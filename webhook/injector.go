@@ -187,74 +187,84 @@ func (h *Injector) handleCreate(ctx context.Context, req admission.Request) (adm
 	if done != nil {
 		return *done, outcome
 	}
-	matcher, candidates, nsLabels, warnings := sel.matcher, sel.candidates, sel.nsLabels, sel.warnings
-	log := logf.FromContext(ctx)
+	plan := h.planReferences(ctx, req, pod, sel)
+	if len(plan.added) == 0 {
+		if !plan.selected {
+			return withWarnings(admission.Allowed("no entry selects the namespace"), plan.warnings), metrics.NotSelected
+		}
+		return withWarnings(admission.Allowed("nothing to add"), plan.warnings), metrics.NothingToAdd
+	}
+	if log := logf.FromContext(ctx); log.V(1).Enabled() {
+		log.V(1).Info("Adding image pull secrets", "namespace", req.Namespace, "added", plan.added)
+	}
+	resp, err := podPatch(pod, plan.added, injections(sel.candidates, claimed(sel.candidates, plan.added, plan.namedSelected, pod.injected())))
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err), metrics.Error
+	}
+	return withWarnings(resp, plan.warnings), metrics.Injected
+}
 
+// referencePlan is what a Pod create gets: the Secrets to add, in configuration order; the Secrets the Pod
+// references already that the webhook would add for its images (on a reinvocation, the ones an earlier
+// call added are among them, see claimed); whether any matching entry selects the namespace (when none
+// does, the Pod was not selected); and the warnings to answer with.
+type referencePlan struct {
+	added, namedSelected []string
+	selected             bool
+	warnings             []string
+}
+
+// planReferences decides, entry by entry in configuration order, which Secrets the Pod gets, and makes
+// sure the copy of each exists (a dry run writes nothing).
+func (h *Injector) planReferences(ctx context.Context, req admission.Request, pod *podFields, sel *selection) referencePlan {
+	plan := referencePlan{warnings: sel.warnings}
 	existing := pod.Spec.ImagePullSecrets
-	var added []string
 	referenced := func(name string) bool {
-		return slices.Contains(added, name) ||
+		return slices.Contains(plan.added, name) ||
 			slices.ContainsFunc(existing, func(r corev1.LocalObjectReference) bool { return r.Name == name })
 	}
 	// The Pod's ServiceAccount matters only for a Secret the Pod does not reference yet; it is looked up
 	// once, when the first such Secret comes.
 	var sa *enforcingServiceAccount
 	saLooked := false
-	// namedSelected holds the Secrets the Pod references already that the webhook would add for its
-	// images: on a reinvocation, the ones an earlier call added are among them (see claimed).
-	var namedSelected []string
-	// selected says some matching entry selects the namespace; when none does, the Pod was not selected.
-	selected := false
-	for i, e := range candidates {
+	for i, e := range sel.candidates {
 		name := e.Registry.Secret.Name
-		if slices.ContainsFunc(candidates[:i], func(c *config.Entry) bool { return c.Registry.Secret.Name == name }) ||
-			!e.NamespaceSelector.Matches(nsLabels) {
+		if slices.ContainsFunc(sel.candidates[:i], func(c *config.Entry) bool { return c.Registry.Secret.Name == name }) ||
+			!e.NamespaceSelector.Matches(sel.nsLabels) {
 			continue
 		}
-		selected = true
+		plan.selected = true
 		named := referenced(name)
 		if named {
-			namedSelected = append(namedSelected, name)
+			plan.namedSelected = append(plan.namedSelected, name)
 		}
 		if !named && !saLooked {
-			sa, saLooked = h.enforcingServiceAccount(ctx, matcher, req.Namespace, pod.Spec.ServiceAccountName), true
+			sa, saLooked = h.enforcingServiceAccount(ctx, sel.matcher, req.Namespace, pod.Spec.ServiceAccountName), true
 		}
 		if sa != nil && !named && !sa.listsPullSecret(name) {
 			// The ServiceAccount admission plugin runs after the webhooks and would refuse the Pod.
-			allowed, warning := h.allowOnServiceAccount(ctx, matcher, sa, name, isDryRun(req))
-			if warning != "" {
-				warnings = append(warnings, warning)
-			}
+			allowed, warning := h.allowOnServiceAccount(ctx, sel.matcher, sa, name, isDryRun(req))
+			plan.warn(warning)
 			if !allowed {
 				continue
 			}
 		}
 		// A Pod that names the Secret itself (a chart that hard-codes imagePullSecrets) still gets the copy
 		// made, without a second reference.
-		if warning := h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), named); warning != "" {
-			warnings = append(warnings, warning)
-		}
-		if warning := h.credentialWarning(e.Registry.Secret); warning != "" {
-			warnings = append(warnings, warning)
-		}
+		plan.warn(h.ensureCopy(ctx, e, req.Namespace, isDryRun(req), named))
+		plan.warn(h.credentialWarning(e.Registry.Secret))
 		if !named {
-			added = append(added, name)
+			plan.added = append(plan.added, name)
 		}
 	}
-	if len(added) == 0 {
-		if !selected {
-			return withWarnings(admission.Allowed("no entry selects the namespace"), warnings), metrics.NotSelected
-		}
-		return withWarnings(admission.Allowed("nothing to add"), warnings), metrics.NothingToAdd
+	return plan
+}
+
+// warn adds warning to the plan's warnings unless it is empty.
+func (p *referencePlan) warn(warning string) {
+	if warning != "" {
+		p.warnings = append(p.warnings, warning)
 	}
-	if log.V(1).Enabled() {
-		log.V(1).Info("Adding image pull secrets", "namespace", req.Namespace, "added", added)
-	}
-	resp, err := podPatch(pod, added, injections(candidates, claimed(candidates, added, namedSelected, pod.injected())))
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err), metrics.Error
-	}
-	return withWarnings(resp, warnings), metrics.Injected
 }
 
 // handleEphemeral answers an update of the ephemeralcontainers subresource (`kubectl debug`), which adds
