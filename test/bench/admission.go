@@ -85,6 +85,35 @@ const admissionConfig = fixtures.DocsExample + `  - registry: ` + registry + `
 const policyName = "pullsecret-injector-bench"
 
 func runAdmission(ctx context.Context, args []string) error {
+	o, err := parseAdmissionFlags(args)
+	if err != nil {
+		return err
+	}
+	c, err := startCluster(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	c.config = []byte(admissionConfig)
+	b := &admissionBench{}
+	defer b.close()
+	if err := c.prepareAdmission(ctx, o, b); err != nil {
+		return err
+	}
+	results, err := c.admissionRounds(ctx, o, b)
+	if err != nil {
+		return err
+	}
+	fixed, err := c.afterRounds(ctx, o, b)
+	if err != nil {
+		return err
+	}
+	printAdmission(o, results, fixed)
+	return nil
+}
+
+// parseAdmissionFlags reads the admission benchmark's flags.
+func parseAdmissionFlags(args []string) (admissionOptions, error) {
 	var o admissionOptions
 	fs := flag.NewFlagSet("admission", flag.ExitOnError)
 	fs.IntVar(&o.pods, "pods", 300, "Pod creates per cell and round, at concurrency 1 and again at -concurrency.")
@@ -108,99 +137,126 @@ func runAdmission(ctx context.Context, args []string) error {
 	fs.StringVar(&o.cpuLimit, "cpu-limit", "",
 		"Run each webhook in a CPU cgroup of its own with this limit (a Kubernetes quantity, the chart's is 500m), started inside "+
 			"it so that the Go runtime derives GOMAXPROCS from it as in a Pod; the cgroups are removed at the end.")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+	err := fs.Parse(args)
+	return o, err
+}
 
-	c, err := startCluster(ctx)
-	if err != nil {
-		return err
+// benchNamespace is the opted-in namespace the admission benchmark creates its Pods in.
+const benchNamespace = "bench-admission"
+
+// admissionBench is what the admission benchmark runs against: the webhooks, the proxy that counts the
+// project's API requests, the policy cell's objects, and what undoes them, last first.
+type admissionBench struct {
+	project, noop           *testenv.Webhook
+	projectReady, noopReady time.Duration
+	metricsURL, pprofAddr   string
+	proxy                   *testenv.CountingProxy
+	policyObjects           *policyObjects
+	cells                   []cell
+	load0                   string
+	cleanups                []func()
+}
+
+// close undoes what prepareAdmission set up, last first.
+func (b *admissionBench) close() {
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
 	}
-	defer c.stop()
-	c.config = []byte(admissionConfig)
+}
+
+// prepareAdmission sets up the cells: the CPU limits and runtime settings asked for, both webhooks (the
+// project's requests through a counting proxy), the policy's objects, and the copy, made by a first Pod,
+// so that every Pod measured takes the warm path.
+func (c *cluster) prepareAdmission(ctx context.Context, o admissionOptions, b *admissionBench) error {
+	var err error
 	if o.cpuLimit != "" {
 		if c.projectLimit, err = newCPULimit("psi-bench-project", o.cpuLimit); err != nil {
 			return err
 		}
-		defer func() { reportErr(c.projectLimit.remove()) }()
+		b.cleanups = append(b.cleanups, func() { reportErr(c.projectLimit.remove()) })
 		if c.noopLimit, err = newCPULimit("psi-bench-noop", o.cpuLimit); err != nil {
 			return err
 		}
-		defer func() { reportErr(c.noopLimit.remove()) }()
+		b.cleanups = append(b.cleanups, func() { reportErr(c.noopLimit.remove()) })
 		logf("CPU limit %s: %s, %s", o.cpuLimit, c.projectLimit, c.noopLimit)
 	}
-	var pprofAddr string
 	if o.pprofDir != "" {
 		pp, err := testenv.FreePorts(1)
 		if err != nil {
 			return err
 		}
-		pprofAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(pp[0]))
-		if c.project, err = buildProfiled(c.cp.Dir, pprofAddr); err != nil {
+		b.pprofAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(pp[0]))
+		if c.project, err = buildProfiled(c.cp.Dir, b.pprofAddr); err != nil {
 			return err
 		}
 	}
 	if o.projectEnv != "" {
 		c.projectEnv = strings.Split(o.projectEnv, ",")
 	}
-	load0 := loadAverage()
-	policyObjects, err := compilePolicy()
-	if err != nil {
+	b.load0 = loadAverage()
+	if b.policyObjects, err = compilePolicy(); err != nil {
 		return err
 	}
 	noopBinary, err := buildNoop(c.cp.Dir)
 	if err != nil {
 		return err
 	}
-	proxy, err := c.cp.StartCountingProxy()
-	if err != nil {
+	if b.proxy, err = c.cp.StartCountingProxy(); err != nil {
 		return err
 	}
-	defer func() { _ = proxy.Stop() }()
-
-	ports, err := testenv.FreePorts(1)
-	if err != nil {
+	b.cleanups = append(b.cleanups, func() { _ = b.proxy.Stop() })
+	if err := c.startAdmissionWebhooks(ctx, b, noopBinary); err != nil {
 		return err
 	}
-	metricsURL := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])) + "/metrics"
-	// Every API request of the process, admission path and reconciler alike, goes through the proxy.
-	project, projectReady, err := c.startProject(ctx, ports[0], "--kubeconfig", proxy.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	defer func() { stopWebhook(project) }()
-	noop, noopReady, err := c.startNoop(ctx, noopBinary)
-	if err != nil {
-		return err
-	}
-	defer stopWebhook(noop)
-
-	const benchNamespace = "bench-admission"
 	if err := c.createNamespace(ctx, benchNamespace, true); err != nil {
 		return err
 	}
 	// The first Pod through the project makes the copy: every Pod measured after it takes the warm path.
-	if err := c.register(ctx, project.Port, benchNamespace); err != nil {
+	if err := c.register(ctx, b.project.Port, benchNamespace); err != nil {
 		return err
 	}
 	if _, err := c.createPod(ctx, benchNamespace, true); err != nil {
 		return err
 	}
-	if _, err := reconcilerIdle(ctx, metricsURL, 1, time.Minute); err != nil {
+	if _, err := reconcilerIdle(ctx, b.metricsURL, 1, time.Minute); err != nil {
 		return err
 	}
+	b.cells = []cell{{name: "none"}, {name: "noop", webhook: b.noop, limit: c.noopLimit},
+		{name: "project", webhook: b.project, metricsURL: b.metricsURL, limit: c.projectLimit}, {name: "policy", policy: true}}
+	return nil
+}
 
-	cells := []cell{{name: "none"}, {name: "noop", webhook: noop, limit: c.noopLimit},
-		{name: "project", webhook: project, metricsURL: metricsURL, limit: c.projectLimit}, {name: "policy", policy: true}}
+// startAdmissionWebhooks starts the project, every API request of whose (admission path and reconciler
+// alike) goes through b's proxy, and the no-op webhook.
+func (c *cluster) startAdmissionWebhooks(ctx context.Context, b *admissionBench, noopBinary string) error {
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	b.metricsURL = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])) + "/metrics"
+	if b.project, b.projectReady, err = c.startProject(ctx, ports[0], "--kubeconfig", b.proxy.Kubeconfig); err != nil {
+		return err
+	}
+	// b.project is the restarted process after the memory measurement: the cleanup reads it then.
+	b.cleanups = append(b.cleanups, func() { stopWebhook(b.project) })
+	if b.noop, b.noopReady, err = c.startNoop(ctx, noopBinary); err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, func() { stopWebhook(b.noop) })
+	return nil
+}
+
+// admissionRounds measures every cell in each of o.rounds interleaved rounds, by cell name.
+func (c *cluster) admissionRounds(ctx context.Context, o admissionOptions, b *admissionBench) (map[string][]cellRound, error) {
 	results := map[string][]cellRound{}
 	for r := range o.rounds {
-		for _, cl := range cells {
-			if err := c.switchTo(ctx, cl, policyObjects, benchNamespace); err != nil {
-				return err
+		for _, cl := range b.cells {
+			if err := c.switchTo(ctx, cl, b.policyObjects, benchNamespace); err != nil {
+				return nil, err
 			}
-			res, err := c.measureCell(ctx, o, cl, benchNamespace, proxy)
+			res, err := c.measureCell(ctx, o, cl, benchNamespace, b.proxy)
 			if err != nil {
-				return fmt.Errorf("round %d, cell %s: %w", r+1, cl.name, err)
+				return nil, fmt.Errorf("round %d, cell %s: %w", r+1, cl.name, err)
 			}
 			results[cl.name] = append(results[cl.name], res)
 			logf("round %d %-7s c=1 p50 %-8s p99 %-8s c=%d p50 %-8s p99 %-8s %6.1f pods/s (load %s)", r+1, cl.name,
@@ -209,81 +265,54 @@ func runAdmission(ctx context.Context, args []string) error {
 				testenv.Percentile(slices.Clone(res.concurrent), 50).Round(10*time.Microsecond),
 				testenv.Percentile(slices.Clone(res.concurrent), 99).Round(10*time.Microsecond), res.throughput, loadAverage())
 			if err := c.deletePods(ctx, benchNamespace); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
+	return results, nil
+}
 
-	if err := c.switchTo(ctx, cells[0], policyObjects, benchNamespace); err != nil {
-		return err
+// afterRounds takes the profiles asked for, the webhooks' RSS after the load and, unless o.memory is
+// false, the project's memory in a filled cluster.
+func (c *cluster) afterRounds(ctx context.Context, o admissionOptions, b *admissionBench) (admissionFixed, error) {
+	f := admissionFixed{projectReady: b.projectReady, noopReady: b.noopReady}
+	if err := c.switchTo(ctx, b.cells[0], b.policyObjects, benchNamespace); err != nil {
+		return f, err
 	}
-	load1 := loadAverage()
+	f.load = [2]string{b.load0, loadAverage()}
 	if o.perfProfile != "" {
-		for _, cl := range cells[1:3] {
+		for _, cl := range b.cells[1:3] {
 			if err := c.profile(ctx, o, cl, benchNamespace); err != nil {
-				return err
+				return f, err
 			}
 		}
 	}
 	if o.pprofDir != "" {
-		if err := c.pprofProfile(ctx, o, &cells[2], benchNamespace, pprofAddr); err != nil {
-			return err
+		if err := c.pprofProfile(ctx, o, &b.cells[2], benchNamespace, b.pprofAddr); err != nil {
+			return f, err
 		}
 	}
-
-	rssLoad, err := testenv.ProcRSS(project.Pid())
-	if err != nil {
-		return err
+	var err error
+	if f.rssLoad, err = testenv.ProcRSS(b.project.Pid()); err != nil {
+		return f, err
 	}
-	noopRSS, err := testenv.ProcRSS(noop.Pid())
-	if err != nil {
-		return err
+	if f.noopRSS, err = testenv.ProcRSS(b.noop.Pid()); err != nil {
+		return f, err
 	}
-	var mem memoryResult
 	if o.memory {
-		mem, err = c.memory(ctx, o, project, metricsURL, proxy.Kubeconfig)
-		project = mem.restarted
-		if err != nil {
-			return err
-		}
+		f.memory, err = c.memory(ctx, o, b.project, b.metricsURL, b.proxy.Kubeconfig)
+		b.project = f.memory.restarted
 	}
-
-	printAdmission(o, results, admissionFixed{
-		projectReady: projectReady, noopReady: noopReady, rssLoad: rssLoad, noopRSS: noopRSS, memory: mem,
-		load: [2]string{load0, load1},
-	})
-	return nil
+	return f, err
 }
 
 // measureCell measures one cell: warm-up Pods, o.pods Pods one at a time, then o.pods Pods from
 // o.concurrency clients, with the webhook's CPU time and API requests over the whole of it.
 func (c *cluster) measureCell(ctx context.Context, o admissionOptions, cl cell, namespace string,
 	proxy *testenv.CountingProxy) (cellRound, error) {
-	mutated := cl.webhook != nil
+	mutated := cl.webhook != nil || cl.policy
 	var res cellRound
-	var cpu0 time.Duration
-	var err error
-	if cl.webhook != nil {
-		if cpu0, err = testenv.ProcCPU(cl.webhook.Pid()); err != nil {
-			return res, err
-		}
-	}
-	var gc0 int
-	var alloc0 int64
-	if cl.metricsURL != "" {
-		if gc0, alloc0, err = gcCycles(ctx, cl.metricsURL); err != nil {
-			return res, err
-		}
-	}
-	var thr0, per0 int64
-	if cl.limit != nil {
-		if thr0, per0, _, err = cl.limit.throttling(); err != nil {
-			return res, err
-		}
-	}
-	mutated = mutated || cl.policy
-	before := proxy.Counts()
-	apiCPU0, err := c.apiserverCPU(ctx)
+	before, err := c.cellCounters(ctx, cl, proxy)
 	if err != nil {
 		return res, err
 	}
@@ -296,40 +325,56 @@ func (c *cluster) measureCell(ctx context.Context, o admissionOptions, cl cell, 
 	if res.throughput, res.concurrent, err = c.concurrent(ctx, namespace, o.pods, o.concurrency, mutated); err != nil {
 		return res, err
 	}
-	if cl.metricsURL != "" {
-		gc1, alloc1, err := gcCycles(ctx, cl.metricsURL)
-		if err != nil {
-			return res, err
-		}
-		res.gcCycles, res.allocated = gc1-gc0, alloc1-alloc0
-	}
-	if cl.limit != nil {
-		thr1, per1, _, err := cl.limit.throttling()
-		if err != nil {
-			return res, err
-		}
-		res.throttled, res.periods = thr1-thr0, per1-per0
-	}
-	res.admissions = o.warmup + 2*o.pods
-	apiCPU1, err := c.apiserverCPU(ctx)
+	after, err := c.cellCounters(ctx, cl, proxy)
 	if err != nil {
 		return res, err
 	}
-	res.apiserverCPU = apiCPU1 - apiCPU0
-	if cl.webhook != nil {
-		cpu1, err := testenv.ProcCPU(cl.webhook.Pid())
-		if err != nil {
-			return res, err
-		}
-		res.cpu = cpu1 - cpu0
-	}
+	res.admissions = o.warmup + 2*o.pods
+	res.cpu, res.apiserverCPU = after.cpu-before.cpu, after.apiserverCPU-before.apiserverCPU
+	res.gcCycles, res.allocated = after.gcCycles-before.gcCycles, after.allocated-before.allocated
+	res.throttled, res.periods = after.throttled-before.throttled, after.periods-before.periods
 	res.apiRequests = map[testenv.RequestKind]int{}
-	for k, n := range proxy.Counts() {
-		if d := n - before[k]; d > 0 {
+	for k, n := range after.requests {
+		if d := n - before.requests[k]; d > 0 {
 			res.apiRequests[k] = d
 		}
 	}
 	return res, nil
+}
+
+// counters is what measureCell reads before and after a cell: the webhook's CPU time, garbage collections,
+// allocated bytes and CFS throttling (each when the cell has them), the API server's CPU time, and the
+// project's API requests so far.
+type counters struct {
+	cpu, apiserverCPU  time.Duration
+	gcCycles           int
+	allocated          int64
+	throttled, periods int64
+	requests           map[testenv.RequestKind]int
+}
+
+// cellCounters reads the counters of cl now.
+func (c *cluster) cellCounters(ctx context.Context, cl cell, proxy *testenv.CountingProxy) (counters, error) {
+	var n counters
+	var err error
+	if cl.webhook != nil {
+		if n.cpu, err = testenv.ProcCPU(cl.webhook.Pid()); err != nil {
+			return n, err
+		}
+	}
+	if cl.metricsURL != "" {
+		if n.gcCycles, n.allocated, err = gcCycles(ctx, cl.metricsURL); err != nil {
+			return n, err
+		}
+	}
+	if cl.limit != nil {
+		if n.throttled, n.periods, _, err = cl.limit.throttling(); err != nil {
+			return n, err
+		}
+	}
+	n.requests = proxy.Counts()
+	n.apiserverCPU, err = c.apiserverCPU(ctx)
+	return n, err
 }
 
 // profile records, apart from the measured rounds because sampling slows the process down, the call
@@ -548,7 +593,7 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 	for _, name := range names {
 		sums[name] = summarize(results[name])
 	}
-	none, noop, proj := sums["none"], sums["noop"], sums["project"]
+	proj := sums["project"]
 	c := fmt.Sprintf("c=%d", o.concurrency)
 	limit := "no CPU limit"
 	if o.projectEnv != "" {
@@ -572,6 +617,19 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 	}
 	fmt.Printf("(latencies pooled over the rounds; pods/s the median of the rounds)\n")
 
+	printRatios(o, results, sums)
+	printProjectCosts(o, sums)
+	printRequests(proj)
+	if o.memory {
+		printMemory(o, f)
+	}
+}
+
+// printRatios prints every cell's figures as ratios to the no-op webhook's, with the goals, and the
+// project's and the policy's per round: the spread over rounds says how much of a ratio is noise.
+func printRatios(o admissionOptions, results map[string][]cellRound, sums map[string]admissionSummary) {
+	none, noop := sums["none"], sums["noop"]
+	c := fmt.Sprintf("c=%d", o.concurrency)
 	ratio := func(a, b time.Duration) string { return fmt.Sprintf("%.2f", float64(a)/float64(b)) }
 	fmt.Printf("\nRatios to the no-op webhook (goals in the last row):\n")
 	fmt.Printf("%-8s %9s %9s %9s %9s %13s %14s\n", "cell", "c=1 p50", "c=1 p99", c+" p50", c+" p99", c+" pods/s", "CPU/admission")
@@ -585,7 +643,6 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 			ratio(s.cp50, noop.cp50), ratio(s.cp99, noop.cp99), s.throughput/noop.throughput, cpu)
 	}
 	fmt.Printf("%-8s %9s %9s %9s %9s %13s %14s\n", "goal", "<= 1.10", "", "", "<= 1.30", ">= 0.90", "<= 1.25")
-	// The spread over rounds says how much of a ratio is the machine's noise.
 	var p50s, p99s, cp99s, tputs, cpus, polP50s []string
 	for r := range results["project"] {
 		pr, nr, pol := results["project"][r], results["noop"][r], results["policy"][r]
@@ -602,6 +659,12 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 	fmt.Printf("Policy/noop per round: c=1 p50 %s\n", strings.Join(polP50s, " "))
 	fmt.Printf("(noop/none: c=1 p50 %.2f, %s p99 %.2f, throughput %.2f)\n", float64(noop.p50)/float64(none.p50), c,
 		float64(noop.cp99)/float64(none.cp99), noop.throughput/none.throughput)
+}
+
+// printProjectCosts prints the project's garbage collections and allocations per admission, and with a
+// CPU limit how often each webhook was throttled.
+func printProjectCosts(o admissionOptions, sums map[string]admissionSummary) {
+	proj := sums["project"]
 	if proj.admissions > 0 {
 		fmt.Printf("\npullsecret-injector over %d admissions: %d garbage collections, %.1f per 1,000; %.1f KiB allocated per admission\n",
 			proj.admissions, proj.gcCycles, 1000*float64(proj.gcCycles)/float64(proj.admissions),
@@ -615,6 +678,11 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 		}
 	}
 
+}
+
+// printRequests prints the API requests the project made during its warm admissions: the goal is none,
+// leader election apart.
+func printRequests(proj admissionSummary) {
 	var leases, other int
 	var otherKinds []string
 	for _, k := range slices.SortedFunc(maps.Keys(proj.requests), func(a, b testenv.RequestKind) int {
@@ -636,11 +704,11 @@ func printAdmission(o admissionOptions, results map[string][]cellRound, f admiss
 		fmt.Printf(" (%s)", strings.Join(otherKinds, ", "))
 	}
 	fmt.Printf("; besides, %d leader election Lease requests\n", leases)
+}
 
+// printMemory prints the project's start time and memory, after the load and in a filled cluster.
+func printMemory(o admissionOptions, f admissionFixed) {
 	m := f.memory
-	if !o.memory {
-		return
-	}
 	fmt.Printf("\nProcess start to /readyz OK: project %s, noop %s (empty cluster)\n",
 		f.projectReady.Round(time.Millisecond), f.noopReady.Round(time.Millisecond))
 	fmt.Printf("RSS after the load: project %s, noop %s\n", testenv.MiB(f.rssLoad), testenv.MiB(f.noopRSS))

@@ -3,8 +3,8 @@
 // no-op webhook in test/bench/noopwebhook, and prints what Pod admission and copy fan-out cost. It reports
 // numbers; it never fails on them.
 //
-//	go run ./test/bench admission [flags]   # issue 9: the cost of one admission, against a no-op webhook
-//	go run ./test/bench scale [flags]       # issue 11: memory, readiness and rotation with many copies
+//	go run ./test/bench admission [flags]   # the cost of one admission, against a no-op webhook and the policy
+//	go run ./test/bench scale [flags]       # memory, readiness and rotation with many copies
 package main
 
 import (
