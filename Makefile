@@ -12,7 +12,7 @@ HELM_DOCS_VERSION ?= v1.14.2
 # FUZZTIME overrides every target's budget (for example FUZZTIME=500000x, or FUZZTIME=10m for a long local
 # run); FUZZMINIMIZETIME bounds the minimisation of each new input, also as a count.
 FUZZTIME ?=
-FUZZMINIMIZETIME ?= 2000x
+FUZZMINIMIZETIME ?= 200x
 
 BIN := $(CURDIR)/bin
 CONTROLPLANE := $(BIN)/k8s/$(K8S_VERSION)
@@ -93,21 +93,21 @@ test-unit: ## Run the tests that need no control plane.
 # budget. Inputs that add coverage stay in the Go build cache (go env GOCACHE); only a failing input is
 # written, to <package>/testdata/fuzz/<target>/. Every target runs even when an earlier one fails.
 FUZZ_TARGETS := \
-	./config:FuzzMatch:400000x \
-	./config:FuzzMatchImage:200000x \
-	./config:FuzzCovers:300000x \
-	./config:FuzzExplain:300000x \
-	./config:FuzzPatternRegexp:100000x \
-	./internal/policy:FuzzNormalizeImage:50000x \
-	./internal/policy:FuzzPolicyAgreesWithWebhook:20000x \
-	./internal/policy:FuzzInjectedAnnotationAgrees:20000x \
-	./internal/policy:FuzzSelectorExpression:200x \
-	./internal/dockerconfig:FuzzCheck:150000x \
-	./internal/redact:FuzzText:300000x \
-	./internal/checkcmd:FuzzReport:5000x \
-	./webhook:FuzzServeAdmission:30000x \
-	./webhook:FuzzHandlePod:40000x \
-	./webhook:FuzzDirectPatch:40000x
+	./config:FuzzMatch:35000x \
+	./config:FuzzMatchImage:11000x \
+	./config:FuzzCovers:40000x \
+	./config:FuzzExplain:40000x \
+	./config:FuzzPatternRegexp:15000x \
+	./internal/policy:FuzzNormalizeImage:2500x \
+	./internal/policy:FuzzPolicyAgreesWithWebhook:1400x \
+	./internal/policy:FuzzInjectedAnnotationAgrees:2200x \
+	./internal/policy:FuzzSelectorExpression:100x \
+	./internal/dockerconfig:FuzzCheck:30000x \
+	./internal/redact:FuzzText:250000x \
+	./internal/checkcmd:FuzzReport:2000x \
+	./webhook:FuzzServeAdmission:6000x \
+	./webhook:FuzzHandlePod:12000x \
+	./webhook:FuzzDirectPatch:8000x
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for its execution budget (FUZZ_TARGETS; FUZZTIME overrides) from its seed corpus.

@@ -322,20 +322,34 @@ func checkPatch(t *testing.T, matcher *config.Matcher, raw, patch []byte) {
 	}
 }
 
-// priorInjected returns the Secrets the Pod's own annotation names, as the handler reads it.
+// priorInjected returns the Secrets the Pod's own annotation names as an earlier injection: every JSON
+// string that follows the text {"secret": and is followed by a comma, wherever it stands (the rule of
+// injectedBefore, which the MutatingAdmissionPolicy shares, written here from its documentation: the
+// annotation need not be valid JSON as a whole).
 func priorInjected(pod map[string]any) map[string]bool {
 	meta, _ := pod["metadata"].(map[string]any)
 	annotations, _ := meta["annotations"].(map[string]any)
 	value, _ := annotations[InjectedAnnotation].(string)
-	var list []struct {
-		Secret string `json:"secret"`
-	}
-	_ = json.Unmarshal([]byte(value), &list)
+	const marker = `{"secret":`
 	out := map[string]bool{}
-	for _, inj := range list {
-		out[inj.Secret] = true
+	for rest := value; ; {
+		i := strings.Index(rest, marker)
+		if i < 0 {
+			return out
+		}
+		rest = rest[i+len(marker):]
+		if !strings.HasPrefix(rest, `"`) {
+			continue
+		}
+		dec := json.NewDecoder(strings.NewReader(rest))
+		var name string
+		if err := dec.Decode(&name); err != nil {
+			continue
+		}
+		if after := rest[dec.InputOffset():]; strings.HasPrefix(after, ",") {
+			out[name] = true
+		}
 	}
-	return out
 }
 
 // splitInjected removes the webhook's annotation from after (and from before, where the Pod may have come
