@@ -7,8 +7,9 @@ HELM_VERSION ?= v3.22.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 HELM_DOCS_VERSION ?= v1.14.2
 # Each fuzz target runs for an execution count of its own in `make fuzz` (FUZZ_TARGETS below), sized to
-# about ten seconds on a quiet 2-core machine. A count, not a duration: with a duration the Go fuzz
-# coordinator (before Go 1.27) can report its own deadline as a failure (docs/development.md#fuzzing).
+# about five seconds of fuzzing on a quiet 2-core machine, after the seed corpus's baseline. A count, not
+# a duration: with a duration the Go fuzz coordinator (before Go 1.27) can report its own deadline as a
+# failure (docs/development.md#fuzzing).
 # FUZZTIME overrides every target's budget (for example FUZZTIME=500000x, or FUZZTIME=10m for a long local
 # run); FUZZMINIMIZETIME bounds the minimisation of each new input, also as a count.
 FUZZTIME ?=
@@ -93,21 +94,21 @@ test-unit: ## Run the tests that need no control plane.
 # budget. Inputs that add coverage stay in the Go build cache (go env GOCACHE); only a failing input is
 # written, to <package>/testdata/fuzz/<target>/. Every target runs even when an earlier one fails.
 FUZZ_TARGETS := \
-	./config:FuzzMatch:35000x \
-	./config:FuzzMatchImage:11000x \
-	./config:FuzzCovers:40000x \
-	./config:FuzzExplain:40000x \
-	./config:FuzzPatternRegexp:15000x \
-	./internal/policy:FuzzNormalizeImage:2500x \
-	./internal/policy:FuzzPolicyAgreesWithWebhook:1400x \
-	./internal/policy:FuzzInjectedAnnotationAgrees:2200x \
-	./internal/policy:FuzzSelectorExpression:100x \
-	./internal/dockerconfig:FuzzCheck:30000x \
-	./internal/redact:FuzzText:250000x \
-	./internal/checkcmd:FuzzReport:2000x \
-	./webhook:FuzzServeAdmission:6000x \
-	./webhook:FuzzHandlePod:12000x \
-	./webhook:FuzzDirectPatch:8000x
+	./config:FuzzMatch:20000x \
+	./config:FuzzMatchImage:7000x \
+	./config:FuzzCovers:25000x \
+	./config:FuzzExplain:25000x \
+	./config:FuzzPatternRegexp:9000x \
+	./internal/policy:FuzzNormalizeImage:1500x \
+	./internal/policy:FuzzPolicyAgreesWithWebhook:900x \
+	./internal/policy:FuzzInjectedAnnotationAgrees:1300x \
+	./internal/policy:FuzzSelectorExpression:60x \
+	./internal/dockerconfig:FuzzCheck:18000x \
+	./internal/redact:FuzzText:150000x \
+	./internal/checkcmd:FuzzReport:1200x \
+	./webhook:FuzzServeAdmission:4000x \
+	./webhook:FuzzHandlePod:7000x \
+	./webhook:FuzzDirectPatch:5000x
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for its execution budget (FUZZ_TARGETS; FUZZTIME overrides) from its seed corpus.
