@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,6 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
@@ -91,6 +93,9 @@ func WithServiceAccountAdmission() ControlPlaneOption {
 	}
 }
 
+// logOnce sets controller-runtime's logger once per test process (see StartControlPlane).
+var logOnce sync.Once
+
 // StartControlPlane starts etcd and kube-apiserver.
 func StartControlPlane(opts ...ControlPlaneOption) (*ControlPlane, error) {
 	assets, err := AssetsDir()
@@ -110,6 +115,10 @@ func StartControlPlane(opts ...ControlPlaneOption) (*ControlPlane, error) {
 	for _, o := range opts {
 		o(env)
 	}
+	// envtest logs through controller-runtime's logger; unset, the logger prints a stack trace after 30 s
+	// of waiting to be set, into the verbose test output. What envtest says is the control plane's
+	// progress, which the tests do not need.
+	logOnce.Do(func() { ctrllog.SetLogger(logr.Discard()) })
 	cfg, err := env.Start()
 	if err != nil {
 		_ = os.RemoveAll(dir)
