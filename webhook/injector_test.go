@@ -20,7 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,6 +30,7 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/config/configtest"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/managed"
 	sourcecache "github.com/pullsecret-injector/pullsecret-injector/internal/sources"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 )
 
 const testConfig = `
@@ -174,19 +174,7 @@ func newFixture(t testing.TB, cached, live []client.Object) *fixture {
 
 func podRequest(t testing.TB, ns string, pod *corev1.Pod, mutate ...func(*admissionv1.AdmissionRequest)) admission.Request {
 	t.Helper()
-	raw, err := json.Marshal(pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
-		UID:       "uid",
-		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-		Namespace: ns,
-		Operation: admissionv1.Create,
-		Object:    runtime.RawExtension{Raw: raw},
-		DryRun:    ptr.To(false),
-	}}
+	req := fixtures.PodCreateRequest(t, ns, pod)
 	for _, m := range mutate {
 		m(&req.AdmissionRequest)
 	}

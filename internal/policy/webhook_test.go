@@ -7,16 +7,13 @@ import (
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
-	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
 	"github.com/pullsecret-injector/pullsecret-injector/internal/sources"
+	"github.com/pullsecret-injector/pullsecret-injector/test/fixtures"
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
 
@@ -43,19 +40,8 @@ func webhookPod(t testing.TB, m *config.Matcher, pod *corev1.Pod, ns *corev1.Nam
 	api := fake.NewClientBuilder().WithScheme(scheme).WithObjects(ns.DeepCopy()).Build()
 	h := &webhook.Injector{Config: config.NewStaticStore(m), Sources: srcs, Cache: api, APIReader: api, Writer: api}
 
-	raw, err := json.Marshal(pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
-		UID:       "uid",
-		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-		Namespace: ns.Name,
-		Operation: admissionv1.Create,
-		Object:    runtime.RawExtension{Raw: raw},
-		DryRun:    ptr.To(false),
-	}}
+	req := fixtures.PodCreateRequest(t, ns.Name, pod)
+	raw := req.Object.Raw
 	resp := h.Handle(context.Background(), req)
 	// The review the webhook server sends, whose patch the API server applies.
 	if err := resp.Complete(req); err != nil {
