@@ -239,11 +239,11 @@ func (t *triggers) namespaceChanged(_ context.Context, ns *metav1.PartialObjectM
 	return append(t.inNamespace(t.config.Matcher(), ns.Name), t.provision.inNamespace(ns)...)
 }
 
-// copies returns a request for every cached copy that opts select.
-func (t *triggers) copies(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+// copies returns a request for every cached copy.
+func (t *triggers) copies(ctx context.Context) []reconcile.Request {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(managed.SecretGVK.GroupVersion().WithKind("SecretList"))
-	if err := t.cache.List(ctx, list, opts...); err != nil {
+	if err := t.cache.List(ctx, list); err != nil {
 		logger().Error(err, "Cannot list cached copies")
 		return nil
 	}
