@@ -9,6 +9,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/pullsecret-injector/pullsecret-injector/config"
@@ -17,8 +18,12 @@ import (
 	"github.com/pullsecret-injector/pullsecret-injector/webhook"
 )
 
-// webhookScheme is the webhook's scheme, built once: building it is most of what a fake client costs.
-var webhookScheme = sync.OnceValues(webhook.Scheme)
+// webhookScheme is the types the webhook reads and writes (core/v1), built once: building it is most of
+// what a fake client costs.
+var webhookScheme = sync.OnceValues(func() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	return s, corev1.AddToScheme(s)
+})
 
 // webhookPod runs the webhook's own handler on pod created in ns, with every source present and usable,
 // and returns the Pod its patch leaves: the decision the policy must reproduce. The handler gets a fresh
